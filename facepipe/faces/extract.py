@@ -1,0 +1,88 @@
+"""The functional core: a photo's bytes in, its face records out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+
+from facepipe.faces.detection import DetectSettings, detect
+from facepipe.faces.embedding import embed
+from facepipe.faces.loading import DEFAULT_MAX_PIXELS, ImageLoadError, encode_crop, load_rgb
+from facepipe.faces.records import Face, ImageRecord, face_id
+
+EMBEDDING_MODEL = "dlib-resnet-v1-5pt"
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    detect: DetectSettings = field(default_factory=DetectSettings)
+    num_jitters: int = 1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @property
+    def model_version(self) -> str:
+        """Changes whenever a setting that changes the faces changes (it is the assets' code_version)."""
+        return f"{self.detect.tag()}+{EMBEDDING_MODEL}-j{self.num_jitters}"
+
+    @classmethod
+    def from_env(cls) -> ExtractSettings:
+        env = os.environ
+        upsample = env.get("FACEPIPE_UPSAMPLE", "auto")
+        defaults = DetectSettings()
+        return cls(
+            detect=DetectSettings(
+                detector=env.get("FACEPIPE_DETECTOR") or defaults.detector,
+                upsample=None if upsample in ("", "auto") else int(upsample),
+                min_face=int(env.get("FACEPIPE_MIN_FACE") or defaults.min_face),
+                max_side=int(env.get("FACEPIPE_MAX_SIDE") or defaults.max_side),
+            ),
+            max_pixels=int(env.get("FACEPIPE_MAX_PIXELS") or DEFAULT_MAX_PIXELS),
+        )
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def extract_faces(data: bytes, image_key: str, settings: ExtractSettings | None = None) -> ImageRecord:
+    """Every face in the photo, or an `error` record saying why there could be none."""
+    settings = settings or ExtractSettings()
+    started = time.perf_counter()
+    digest = sha256_of(data)
+    record = ImageRecord(
+        image_key=image_key,
+        sha256=digest,
+        status="ok",
+        detector=settings.detect.detector,
+        model_version=settings.model_version,
+    )
+    try:
+        rgb = load_rgb(data, settings.max_pixels)
+    except ImageLoadError as exc:
+        record.status, record.reason = "error", str(exc)
+        record.seconds = time.perf_counter() - started
+        return record
+    record.height, record.width = rgb.shape[:2]
+    detections = detect(rgb, settings.detect)
+    vectors = embed(rgb, [d.box for d in detections], settings.num_jitters)
+    record.faces = [
+        Face(
+            face_id=face_id(image_key, digest, d.box),
+            image_key=image_key,
+            sha256=digest,
+            top=d.box[0],
+            right=d.box[1],
+            bottom=d.box[2],
+            left=d.box[3],
+            score=d.score,
+            detector=settings.detect.detector,
+            embedding=vector,
+            crop=encode_crop(rgb, d.box),
+            model_version=settings.model_version,
+        )
+        for d, vector in zip(detections, vectors, strict=True)
+    ]
+    record.seconds = time.perf_counter() - started
+    return record

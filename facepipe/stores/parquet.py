@@ -1,0 +1,175 @@
+"""Parquet dataset of faces and image statuses: one file per image, written atomically.
+
+Layout under `root`: `faces/<image_key>.parquet` (one row per face, no file for a photo without
+faces) and `images/<image_key>.parquet` (one status row per photo). Any Parquet reader can glob
+them, e.g. DuckDB `read_parquet('data/parquet/faces/**/*.parquet')`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from facepipe.faces.records import Face, ImageRecord
+from facepipe.keys import relpath_for_key
+
+FACE_SCHEMA = pa.schema(
+    [
+        ("face_id", pa.string()),
+        ("image_key", pa.string()),
+        ("sha256", pa.string()),
+        ("top", pa.int32()),
+        ("right", pa.int32()),
+        ("bottom", pa.int32()),
+        ("left", pa.int32()),
+        ("score", pa.float32()),
+        ("detector", pa.string()),
+        ("embedding", pa.list_(pa.float32(), 128)),
+        ("crop", pa.binary()),
+        ("person_id", pa.string()),
+        ("model_version", pa.string()),
+    ]
+)
+
+IMAGE_SCHEMA = pa.schema(
+    [
+        ("image_key", pa.string()),
+        ("sha256", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("faces", pa.int32()),
+        ("detector", pa.string()),
+        ("model_version", pa.string()),
+        ("seconds", pa.float32()),
+        ("processed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def faces_table(faces: list[Face]) -> pa.Table:
+    embeddings = np.asarray([f.embedding for f in faces], dtype=np.float32).reshape(-1)
+    columns = {name: [getattr(f, name) for f in faces] for name in FACE_SCHEMA.names if name != "embedding"}
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings, pa.float32()), 128)
+    return pa.table({name: columns[name] for name in FACE_SCHEMA.names}, schema=FACE_SCHEMA)
+
+
+def image_table(record: ImageRecord) -> pa.Table:
+    row = {
+        "image_key": record.image_key,
+        "sha256": record.sha256,
+        "status": record.status,
+        "reason": record.reason,
+        "width": record.width,
+        "height": record.height,
+        "faces": record.face_count,
+        "detector": record.detector,
+        "model_version": record.model_version,
+        "seconds": record.seconds,
+        "processed_at": datetime.now(UTC),
+    }
+    return pa.Table.from_pylist([row], schema=IMAGE_SCHEMA)
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Readers see the old file or the new one, never half of one (a killed run leaves only a temp)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ParquetStore(dg.ConfigurableResource):
+    """The analytics copy of every face; the source the vector stores are checked against."""
+
+    root: str
+
+    @property
+    def faces_dir(self) -> Path:
+        return Path(self.root) / "faces"
+
+    @property
+    def images_dir(self) -> Path:
+        return Path(self.root) / "images"
+
+    def _file(self, base: Path, image_key: str) -> Path:
+        rel = relpath_for_key(image_key)
+        return base.joinpath(*rel.parent.parts, rel.name + ".parquet")
+
+    def write(self, record: ImageRecord) -> None:
+        """Replace everything stored for the image; the status row goes last so it marks completion."""
+        faces_file = self._file(self.faces_dir, record.image_key)
+        if record.faces:
+            _write_atomic(faces_table(record.faces), faces_file)
+        else:
+            faces_file.unlink(missing_ok=True)
+        _write_atomic(image_table(record), self._file(self.images_dir, record.image_key))
+
+    def delete(self, image_key: str) -> None:
+        for base in (self.faces_dir, self.images_dir):
+            path = self._file(base, image_key)
+            path.unlink(missing_ok=True)
+            _prune_empty_dirs(path.parent, base)
+
+    def read_faces(self, image_key: str, columns: list[str] | None = None) -> pa.Table:
+        path = self._file(self.faces_dir, image_key)
+        if not path.exists():
+            return FACE_SCHEMA.empty_table().select(columns or FACE_SCHEMA.names)
+        return pq.read_table(path, columns=columns)
+
+    def faces(self, columns: list[str] | None = None) -> pa.Table:
+        return _read_all(self.faces_dir, FACE_SCHEMA, columns)
+
+    def images(self, columns: list[str] | None = None) -> pa.Table:
+        return _read_all(self.images_dir, IMAGE_SCHEMA, columns)
+
+    def image_keys(self) -> set[str]:
+        return set(self.images(["image_key"]).column("image_key").to_pylist())
+
+    def face_ids_by_image(self, image_keys: Iterable[str] | None = None) -> dict[str, set[str]]:
+        if image_keys is None:
+            table = self.faces(["image_key", "face_id"])
+        else:
+            table = pa.concat_tables(
+                [self.read_faces(k, ["image_key", "face_id"]) for k in image_keys]
+                or [FACE_SCHEMA.empty_table().select(["image_key", "face_id"])]
+            )
+        result: dict[str, set[str]] = {}
+        for key, fid in zip(
+            table.column("image_key").to_pylist(), table.column("face_id").to_pylist(), strict=True
+        ):
+            result.setdefault(key, set()).add(fid)
+        return result
+
+    def iter_face_files(self) -> Iterator[Path]:
+        yield from self.faces_dir.rglob("*.parquet")
+
+
+def _read_all(base: Path, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
+    files = [str(p) for p in base.rglob("*.parquet")] if base.exists() else []
+    if not files:
+        return schema.empty_table().select(columns or schema.names)
+    return ds.dataset(files, schema=schema, format="parquet").to_table(columns=columns)
+
+
+def _prune_empty_dirs(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_relative_to(stop):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        if folder.exists():
+            return
+        folder = folder.parent
