@@ -71,16 +71,12 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
-def encode_crop(
-    rgb: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.25, size: int = 160
-) -> bytes:
+def encode_crop(rgb: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.25, size: int = 160) -> bytes:
     """The face with some context, as a small JPEG for viewing (never used for embedding)."""
     top, right, bottom, left = box
     height, width = rgb.shape[:2]
     pad_y, pad_x = int((bottom - top) * margin), int((right - left) * margin)
-    region = rgb[
-        max(0, top - pad_y) : min(height, bottom + pad_y), max(0, left - pad_x) : min(width, right + pad_x)
-    ]
+    region = rgb[max(0, top - pad_y) : min(height, bottom + pad_y), max(0, left - pad_x) : min(width, right + pad_x)]
     crop = Image.fromarray(region)
     crop.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()

@@ -1,0 +1,29 @@
+"""Grouping partition keys into Dagster runs: a run covers one contiguous range of keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+DEFAULT_BATCH = 64
+"""Photos per run: large enough that run start-up is a small share, small enough to show progress."""
+
+
+def contiguous_batches(selected: Iterable[str], ordered: Sequence[str], max_size: int) -> list[list[str]]:
+    """Split `selected` into runs of keys that are adjacent in the partition order `ordered`.
+
+    A Dagster run targets a key range, so only neighbours can share a run; new photos are
+    added together and so always batch well.
+    """
+    wanted = set(selected)
+    batches: list[list[str]] = []
+    current: list[str] = []
+    for key in ordered:
+        if key in wanted and len(current) < max_size:
+            current.append(key)
+            continue
+        if current:
+            batches.append(current)
+        current = [key] if key in wanted else []
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,81 @@
+"""Indexing a batch of photos: extract on every core, write Parquet, record it in the manifest.
+
+Shared by the `faces` asset (every run, UI or CLI) so there is one way faces get written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facepipe.faces.batch import Job, extract_many
+from facepipe.faces.extract import ExtractSettings
+from facepipe.faces.records import ImageRecord
+from facepipe.keys import UnsafeKeyError, path_for_key
+from facepipe.manifest import Manifest
+from facepipe.stores.parquet import ParquetStore
+
+Progress = Callable[[ImageRecord], None]
+
+_progress_hooks: list[Progress] = []
+
+
+def add_progress_hook(hook: Progress) -> Callable[[], None]:
+    """Let an in-process caller (the CLI's progress bar) see each photo as it completes."""
+    _progress_hooks.append(hook)
+    return lambda: _progress_hooks.remove(hook)
+
+
+@dataclass
+class BatchSummary:
+    images: int = 0
+    faces: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    extract_seconds: float = 0.0
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "images": self.images,
+            "faces": self.faces,
+            "errors": len(self.errors),
+            "seconds": round(self.seconds, 3),
+            "extract_seconds": round(self.extract_seconds, 3),
+            **({"error_files": "\n".join(f"{k}: {r}" for k, r in self.errors[:50])} if self.errors else {}),
+        }
+
+
+def jobs_for(keys: Sequence[str], images_root: Path) -> list[Job]:
+    jobs: list[Job] = []
+    for key in keys:
+        try:
+            jobs.append((key, path_for_key(key, images_root)))
+        except UnsafeKeyError as exc:
+            jobs.append((key, exc))
+    return jobs
+
+
+def index_batch(
+    keys: Sequence[str],
+    images_root: Path,
+    manifest: Manifest,
+    parquet: ParquetStore,
+    settings: ExtractSettings,
+    workers: int | None = None,
+) -> BatchSummary:
+    started = time.perf_counter()
+    summary = BatchSummary()
+    for record in extract_many(jobs_for(keys, images_root), settings, workers):
+        parquet.write(record)
+        manifest.mark_indexed(record.image_key, record.sha256, settings.model_version, record.status)
+        summary.images += 1
+        summary.faces += record.face_count
+        summary.extract_seconds += record.seconds
+        if not record.ok:
+            summary.errors.append((record.image_key, record.reason or "unknown"))
+        for hook in list(_progress_hooks):
+            hook(record)
+    summary.seconds = time.perf_counter() - started
+    return summary

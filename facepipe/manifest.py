@@ -1,0 +1,180 @@
+"""What facepipe knows about each file: its stat, its hash, and what was last indexed from it.
+
+Kept in SQLite in the data folder (not in a sensor cursor) so the sensor, `facepipe index` and
+the assets share one truth. Stat comes first and hashing only when size or mtime moved, so a
+tick over an unchanged folder reads no file content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from facepipe.keys import UnsafeKeyError, key_for_relpath, path_for_key
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    indexed_sha256 TEXT,
+    indexed_version TEXT,
+    status TEXT
+)
+"""
+
+
+@dataclass
+class SyncPlan:
+    """How the folder differs from the manifest (keys in a stable, sorted order)."""
+
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    stats: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # key -> (size, mtime_ns, sha256)
+
+    @property
+    def to_run(self) -> list[str]:
+        return self.new + self.changed
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.changed or self.deleted)
+
+
+def scan(root: Path) -> Iterator[tuple[str, int, int]]:
+    """(key, size, mtime_ns) of every image file under root; links are never followed out of it."""
+    root = root.resolve()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_relative_to(root):
+                        continue
+                    info = target.stat()
+                else:
+                    info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if not entry.is_symlink():
+                    stack.append(Path(entry.path))
+            elif stat.S_ISREG(info.st_mode) and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
+                rel = PurePosixPath(Path(entry.path).relative_to(root).as_posix())
+                yield key_for_relpath(rel), info.st_size, info.st_mtime_ns
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Manifest:
+    def __init__(self, db_path: Path, images_root: Path):
+        self.db_path = db_path
+        self.images_root = images_root.resolve()
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def diff(self) -> SyncPlan:
+        """How the folder differs from the manifest; writes nothing, so a failed caller loses nothing."""
+        plan = SyncPlan()
+        with self._db() as db:
+            known = {row[0]: row[1:] for row in db.execute("SELECT key, size, mtime_ns, sha256 FROM files")}
+        seen: set[str] = set()
+        for key, size, mtime_ns in scan(self.images_root):
+            seen.add(key)
+            previous = known.get(key)
+            if previous is not None and previous[0] == size and previous[1] == mtime_ns:
+                plan.unchanged += 1
+                continue
+            try:
+                digest = file_sha256(path_for_key(key, self.images_root))
+            except (OSError, UnsafeKeyError):
+                continue  # vanished or unreadable between scan and hash: the next diff decides
+            plan.stats[key] = (size, mtime_ns, digest)
+            if previous is None:
+                plan.new.append(key)
+            elif previous[2] != digest:
+                plan.changed.append(key)
+            else:
+                plan.unchanged += 1  # touched, same bytes
+        plan.deleted = sorted(set(known) - seen)
+        plan.new.sort()
+        plan.changed.sort()
+        return plan
+
+    def apply(self, plan: SyncPlan) -> None:
+        """Record a diff once its consequences (runs requested, deleted faces erased) are under way."""
+        with self._db() as db:
+            db.executemany(
+                "INSERT INTO files(key, size, mtime_ns, sha256) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                "sha256=excluded.sha256",
+                [(key, *stat_) for key, stat_ in plan.stats.items()],
+            )
+            db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in plan.deleted])
+
+    def pending(self, model_version: str) -> list[str]:
+        """Keys whose current content was never indexed with these settings."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT key FROM files WHERE indexed_sha256 IS NOT sha256 OR indexed_version IS NOT ? ORDER BY key",
+                (model_version,),
+            )
+            return [row[0] for row in rows]
+
+    def indexed(self, key: str) -> tuple[str | None, str | None]:
+        """(sha256, model_version) last indexed for the key."""
+        with self._db() as db:
+            row = db.execute("SELECT indexed_sha256, indexed_version FROM files WHERE key = ?", (key,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def mark_indexed(self, key: str, sha256: str, model_version: str, status: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE files SET indexed_sha256 = ?, indexed_version = ?, status = ? WHERE key = ?",
+                (sha256, model_version, status, key),
+            )
+
+    def remove(self, keys: Iterable[str]) -> None:
+        with self._db() as db:
+            db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
+
+    def keys(self) -> list[str]:
+        with self._db() as db:
+            return [row[0] for row in db.execute("SELECT key FROM files ORDER BY key")]

@@ -1,0 +1,106 @@
+"""`facepipe index`: sync partitions with the folder, then materialize what is new, changed or stale.
+
+Runs in-process through the same job the UI and the sensor launch, against the same Dagster
+instance (DAGSTER_HOME, by default under the data folder), so the UI shows these runs too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from tqdm import tqdm
+
+from facepipe.batching import DEFAULT_BATCH, contiguous_batches
+from facepipe.config import paths
+
+
+def ensure_dagster_home() -> Path:
+    home = Path(os.environ.get("DAGSTER_HOME") or paths().dagster_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""The progress bar and summary speak for the run; Dagster's own events stay in the instance."""
+
+
+@dataclass
+class IndexReport:
+    images: int = 0  # photos in the folder
+    processed: int = 0
+    faces: int = 0
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH) -> IndexReport:
+    started = time.perf_counter()
+    ensure_dagster_home()
+    from facepipe import indexing
+    from facepipe.definitions import defs
+    from facepipe.defs.partitions import images_partitions
+    from facepipe.defs.resources import library_from_env
+    from facepipe.faces.models import dlib_build
+    from facepipe.sync import sync_partitions
+
+    instance = dg.DagsterInstance.get()
+    library = library_from_env()
+    manifest = library.manifest()
+    plan = sync_partitions(instance, manifest, defs)
+    report = IndexReport(new=len(plan.new), changed=len(plan.changed), deleted=len(plan.deleted))
+    report.images = len(manifest.keys())
+    pending = manifest.pending(library.settings().model_version)
+    order = instance.get_dynamic_partitions(images_partitions.name)
+    batches = contiguous_batches(pending, order, batch_size)
+    job = defs.resolve_job_def("index_images")
+    bar = tqdm(total=len(pending), unit="photo", disable=not show_progress or not pending, dynamic_ncols=True)
+    if pending and show_progress:
+        tqdm.write(
+            f"facepipe: {len(pending)} photos to index with {library.settings().model_version} on {dlib_build()}"
+        )
+
+    def progress(record) -> None:
+        bar.update(1)
+        report.processed += 1
+        report.faces += record.face_count
+        if not record.ok:
+            report.errors.append((record.image_key, record.reason or "unknown"))
+        bar.set_postfix(faces=report.faces, errors=len(report.errors), refresh=False)
+
+    remove_hook = indexing.add_progress_hook(progress)
+    try:
+        for batch in batches:
+            result = job.execute_in_process(
+                instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
+            )
+            if not result.success:
+                report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id})")
+    finally:
+        remove_hook()
+        bar.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def run_target(batch: list[str]) -> dict:
+    """execute_in_process arguments for one key or a contiguous key range."""
+    if len(batch) == 1:
+        return {"partition_key": batch[0]}
+    return {
+        "tags": {
+            "dagster/asset_partition_range_start": batch[0],
+            "dagster/asset_partition_range_end": batch[-1],
+        }
+    }
