@@ -1,12 +1,6 @@
 """The one Definitions object: what `dagster dev`, the daemon and `facepipe index` all load."""
 
-import warnings
-
 import dagster as dg
-
-# backfill_policy and pools are marked beta; they are what makes batched runs possible.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from facepipe.defs.assets import faces
 from facepipe.defs.resources import library_from_env, parquet_from_env
