@@ -10,6 +10,7 @@ match ``dlib.cnn_face_detection_model_v1`` box for box (scores agree to float ro
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -534,11 +535,9 @@ def build_tiled_input(
     l0, t0, r0, b0 = rects[0]
     norm = (img.astype(np.float32) - avg) / np.float32(256.0)
     data[:, t0 : b0 + 1, l0 : r0 + 1] = norm.transpose(2, 0, 1)
-    for prev, cur in zip(rects, rects[1:], strict=False):
+    for prev, cur in itertools.pairwise(rects):
         src = data[:, prev[1] : prev[3] + 1, prev[0] : prev[2] + 1]
-        data[:, cur[1] : cur[3] + 1, cur[0] : cur[2] + 1] = _resize_float(
-            src, cur[3] - cur[1] + 1, cur[2] - cur[0] + 1
-        )
+        data[:, cur[1] : cur[3] + 1, cur[0] : cur[2] + 1] = _resize_float(src, cur[3] - cur[1] + 1, cur[2] - cur[0] + 1)
     return data, rects
 
 
@@ -628,7 +627,7 @@ class FastMMOD:
                 for i in indices
             ]
             rects = tiles[0][1]
-            if not rects:
+            if not rects or not self._produces_output(tiles[0][0].shape[1:]):
                 continue
             batch = np.stack([data for data, _ in tiles])
             scores = self._session.run(["scores"], {"image": batch})[0]
@@ -637,6 +636,17 @@ class FastMMOD:
         return results
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _produces_output(self, shape: tuple[int, ...]) -> bool:
+        """False when the tiled image is too small for the conv stack (dlib then finds nothing)."""
+        rows, cols = shape
+        for conv in self.net.convs:
+            k = conv.weight.shape[2]
+            rows = (rows + 2 * conv.padding - k) // conv.stride + 1
+            cols = (cols + 2 * conv.padding - k) // conv.stride + 1
+            if rows <= 0 or cols <= 0:
+                return False
+        return True
 
     @staticmethod
     def _upsampled(image: np.ndarray, upsample: int) -> np.ndarray:
@@ -670,10 +680,7 @@ class FastMMOD:
         candidates.sort(key=lambda item: -item[0])
         kept: list[tuple[float, Rect]] = []
         for score, rect in candidates:
-            if any(
-                _box_overlaps(other, rect, self.net.nms_iou, self.net.nms_percent_covered)
-                for _, other in kept
-            ):
+            if any(_box_overlaps(other, rect, self.net.nms_iou, self.net.nms_percent_covered) for _, other in kept):
                 continue
             kept.append((score, rect))
         dets: list[Detection] = []
