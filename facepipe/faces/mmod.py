@@ -384,34 +384,40 @@ def _resize_plan(in_h: int, in_w: int, out_h: int, out_w: int) -> _ResizePlan:
     )
 
 
-def _resize_float(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """dlib's resize_image(interpolate_bilinear) on float planes: src (C, h, w) -> (C, out_h, out_w)."""
-    _, in_h, in_w = src.shape
+def _resize_float(src: np.ndarray, dst: np.ndarray) -> None:
+    """dlib's resize_image(interpolate_bilinear) on float planes, written into ``dst`` (C, h, w)."""
+    channels, in_h, in_w = src.shape
+    _, out_h, out_w = dst.shape
     plan = _resize_plan(in_h, in_w, out_h, out_w)
-    out = np.empty((src.shape[0], out_h, out_w), dtype=np.float32)
-    top_rows = src[:, plan.top, :]
-    bot_rows = src[:, plan.bottom, :]
     s = plan.simd_cols
-    if s:
-        tb32 = plan.tb.astype(np.float32)[:, None]
-        inv_tb32 = (1 - plan.tb).astype(np.float32)[:, None]
-        lr = plan.lr32[None, :]
-        inv_lr = np.float32(1) - lr
-        tlf, trf = inv_tb32 * inv_lr, inv_tb32 * lr
-        blf, brf = tb32 * inv_lr, tb32 * lr
-        acc = tlf * top_rows[:, :, plan.left]
-        acc += trf * top_rows[:, :, plan.right]
-        acc += blf * bot_rows[:, :, plan.left]
-        acc += brf * bot_rows[:, :, plan.right]
-        out[:, :, :s] = acc
-    if s < out_w:
-        lr = plan.tail_lr.astype(np.float32)[None, :]
-        inv_lr = np.float32(1) - lr
-        upper = inv_lr * top_rows[:, :, plan.tail_left] + lr * top_rows[:, :, plan.tail_right]
-        lower = inv_lr * bot_rows[:, :, plan.tail_left] + lr * bot_rows[:, :, plan.tail_right]
-        tb = plan.tb[:, None]
-        out[:, :, s:] = (1 - tb) * upper.astype(np.float64) + tb * lower.astype(np.float64)
-    return out
+    tb32 = plan.tb.astype(np.float32)[:, None]
+    inv_tb32 = (1 - plan.tb).astype(np.float32)[:, None]
+    lr = plan.lr32[None, :]
+    inv_lr = np.float32(1) - lr
+    # Same float32 products and left-to-right sum as dlib's 4-lane loop (gathers via np.take are
+    # several times faster than 2-D fancy indexing here).
+    tlf, trf, blf, brf = inv_tb32 * inv_lr, inv_tb32 * lr, tb32 * inv_lr, tb32 * lr
+    tmp = np.empty((out_h, s), dtype=np.float32)
+    tail_lr = plan.tail_lr.astype(np.float32)[None, :]
+    tail_inv_lr = np.float32(1) - tail_lr
+    tb = plan.tb[:, None]
+    for ch in range(channels):
+        top_rows = np.take(src[ch], plan.top, axis=0)
+        bot_rows = np.take(src[ch], plan.bottom, axis=0)
+        if s:
+            acc = dst[ch, :, :s]
+            np.multiply(np.take(top_rows, plan.left, axis=1), tlf, out=acc)
+            np.multiply(np.take(top_rows, plan.right, axis=1), trf, out=tmp)
+            acc += tmp
+            np.multiply(np.take(bot_rows, plan.left, axis=1), blf, out=tmp)
+            acc += tmp
+            np.multiply(np.take(bot_rows, plan.right, axis=1), brf, out=tmp)
+            acc += tmp
+        if s < out_w:
+            # dlib's scalar tail: float32 row blends, combined in double.
+            upper = tail_inv_lr * top_rows[:, plan.tail_left] + tail_lr * top_rows[:, plan.tail_right]
+            lower = tail_inv_lr * bot_rows[:, plan.tail_left] + tail_lr * bot_rows[:, plan.tail_right]
+            dst[ch, :, s:] = (1 - tb) * upper.astype(np.float64) + tb * lower.astype(np.float64)
 
 
 def _resize_rgb8(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -537,7 +543,7 @@ def build_tiled_input(
     data[:, t0 : b0 + 1, l0 : r0 + 1] = norm.transpose(2, 0, 1)
     for prev, cur in itertools.pairwise(rects):
         src = data[:, prev[1] : prev[3] + 1, prev[0] : prev[2] + 1]
-        data[:, cur[1] : cur[3] + 1, cur[0] : cur[2] + 1] = _resize_float(src, cur[3] - cur[1] + 1, cur[2] - cur[0] + 1)
+        _resize_float(src, data[:, cur[1] : cur[3] + 1, cur[0] : cur[2] + 1])
     return data, rects
 
 
