@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -16,27 +15,28 @@ from facepipe.stores.parquet import ParquetStore
 class PhotoLibrary(dg.ConfigurableResource):
     """The watched images folder and the data folder that records what was made of it."""
 
-    images_root: str
-    data_dir: str
-    workers: int = 0  # 0: one process per core
+    images_root: str | None = None  # None: FACEPIPE_IMAGES as set when a run starts
+    data_dir: str | None = None  # None: FACEPIPE_DATA as set when a run starts
+    workers: int = 0  # 0: FACEPIPE_WORKERS, else one process per core
 
     @property
     def root(self) -> Path:
-        return Path(self.images_root).resolve()
+        return Path(self.images_root).resolve() if self.images_root else paths().images
+
+    @property
+    def data(self) -> Path:
+        return Path(self.data_dir).resolve() if self.data_dir else paths().data
 
     def manifest(self) -> Manifest:
-        return Manifest(Path(self.data_dir) / "manifest.sqlite", self.root)
+        return Manifest(self.data / "manifest.sqlite", self.root)
 
     def settings(self) -> ExtractSettings:
         return ExtractSettings.from_env()
 
 
 def library_from_env() -> PhotoLibrary:
-    p = paths()
-    return PhotoLibrary(
-        images_root=str(p.images), data_dir=str(p.data), workers=int(os.environ.get("FACEPIPE_WORKERS") or 0)
-    )
+    return PhotoLibrary()
 
 
 def parquet_from_env() -> ParquetStore:
-    return ParquetStore(root=str(paths().parquet))
+    return ParquetStore()

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from facepipe.config import paths
 from facepipe.faces.records import Face, ImageRecord
 from facepipe.keys import relpath_for_key
 
@@ -96,15 +97,19 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
 class ParquetStore(dg.ConfigurableResource):
     """The analytics copy of every face; the source the vector stores are checked against."""
 
-    root: str
+    root: str | None = None  # None: <FACEPIPE_DATA>/parquet, read when used
+
+    @property
+    def base(self) -> Path:
+        return Path(self.root) if self.root else paths().parquet
 
     @property
     def faces_dir(self) -> Path:
-        return Path(self.root) / "faces"
+        return self.base / "faces"
 
     @property
     def images_dir(self) -> Path:
-        return Path(self.root) / "images"
+        return self.base / "images"
 
     def _file(self, base: Path, image_key: str) -> Path:
         rel = relpath_for_key(image_key)
@@ -149,9 +154,7 @@ class ParquetStore(dg.ConfigurableResource):
                 or [FACE_SCHEMA.empty_table().select(["image_key", "face_id"])]
             )
         result: dict[str, set[str]] = {}
-        for key, fid in zip(
-            table.column("image_key").to_pylist(), table.column("face_id").to_pylist(), strict=True
-        ):
+        for key, fid in zip(table.column("image_key").to_pylist(), table.column("face_id").to_pylist(), strict=True):
             result.setdefault(key, set()).add(fid)
         return result
 

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real sample photos beside the checkout, and an isolated facepipe environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Tests default to the fast HOG detector (set before facepipe.definitions is imported, since the
+# asset's code_version derives from it); CNN tests pass their settings explicitly.
+os.environ.setdefault("FACEPIPE_DETECTOR", "hog")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FR = SHARED_DATA / "face_recognition"
+KNN = FR / "examples" / "knn_examples"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"sample photos not found at {SHARED_DATA}: the shared/ folder must sit beside the checkout")
+    return SHARED_DATA
+
+
+@dataclass
+class Env:
+    root: Path
+    images: Path
+    data: Path
+    dagster_home: Path
+
+    def add(self, source: Path, name: str | None = None) -> Path:
+        """Copy a sample photo into the images folder (under `name`, which may contain folders)."""
+        target = self.images / (name or source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return target
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Env:
+    """A fresh images folder, data folder and Dagster home, wired through the real variables."""
+    e = Env(tmp_path, tmp_path / "images", tmp_path / "data", tmp_path / "dagster")
+    for folder in (e.images, e.data, e.dagster_home):
+        folder.mkdir()
+    monkeypatch.setenv("FACEPIPE_IMAGES", str(e.images))
+    monkeypatch.setenv("FACEPIPE_DATA", str(e.data))
+    monkeypatch.setenv("DAGSTER_HOME", str(e.dagster_home))
+    monkeypatch.setenv("FACEPIPE_WORKERS", "1")
+    return e
