@@ -384,20 +384,32 @@ def _resize_plan(in_h: int, in_w: int, out_h: int, out_w: int) -> _ResizePlan:
     )
 
 
+def _blend_simd(plan: _ResizePlan, top_rows: np.ndarray, bot_rows: np.ndarray, out: np.ndarray) -> None:
+    """dlib's 4-lane float32 bilinear blend for the first ``plan.simd_cols`` columns of a plane.
+
+    Same float32 products and left-to-right sum as dlib's loop; np.take gathers are several times
+    faster than 2-D fancy indexing here.
+    """
+    tb32 = plan.tb.astype(np.float32)[:, None]
+    inv_tb32 = (1 - plan.tb).astype(np.float32)[:, None]
+    lr = plan.lr32[None, :]
+    inv_lr = np.float32(1) - lr
+    tmp = np.empty(out.shape, dtype=np.float32)
+    np.multiply(np.take(top_rows, plan.left, axis=1), inv_tb32 * inv_lr, out=out)
+    np.multiply(np.take(top_rows, plan.right, axis=1), inv_tb32 * lr, out=tmp)
+    out += tmp
+    np.multiply(np.take(bot_rows, plan.left, axis=1), tb32 * inv_lr, out=tmp)
+    out += tmp
+    np.multiply(np.take(bot_rows, plan.right, axis=1), tb32 * lr, out=tmp)
+    out += tmp
+
+
 def _resize_float(src: np.ndarray, dst: np.ndarray) -> None:
     """dlib's resize_image(interpolate_bilinear) on float planes, written into ``dst`` (C, h, w)."""
     channels, in_h, in_w = src.shape
     _, out_h, out_w = dst.shape
     plan = _resize_plan(in_h, in_w, out_h, out_w)
     s = plan.simd_cols
-    tb32 = plan.tb.astype(np.float32)[:, None]
-    inv_tb32 = (1 - plan.tb).astype(np.float32)[:, None]
-    lr = plan.lr32[None, :]
-    inv_lr = np.float32(1) - lr
-    # Same float32 products and left-to-right sum as dlib's 4-lane loop (gathers via np.take are
-    # several times faster than 2-D fancy indexing here).
-    tlf, trf, blf, brf = inv_tb32 * inv_lr, inv_tb32 * lr, tb32 * inv_lr, tb32 * lr
-    tmp = np.empty((out_h, s), dtype=np.float32)
     tail_lr = plan.tail_lr.astype(np.float32)[None, :]
     tail_inv_lr = np.float32(1) - tail_lr
     tb = plan.tb[:, None]
@@ -405,16 +417,9 @@ def _resize_float(src: np.ndarray, dst: np.ndarray) -> None:
         top_rows = np.take(src[ch], plan.top, axis=0)
         bot_rows = np.take(src[ch], plan.bottom, axis=0)
         if s:
-            acc = dst[ch, :, :s]
-            np.multiply(np.take(top_rows, plan.left, axis=1), tlf, out=acc)
-            np.multiply(np.take(top_rows, plan.right, axis=1), trf, out=tmp)
-            acc += tmp
-            np.multiply(np.take(bot_rows, plan.left, axis=1), blf, out=tmp)
-            acc += tmp
-            np.multiply(np.take(bot_rows, plan.right, axis=1), brf, out=tmp)
-            acc += tmp
+            _blend_simd(plan, top_rows, bot_rows, dst[ch, :, :s])
         if s < out_w:
-            # dlib's scalar tail: float32 row blends, combined in double.
+            # dlib's scalar tail for float pixels: float32 row blends, combined in double.
             upper = tail_inv_lr * top_rows[:, plan.tail_left] + tail_lr * top_rows[:, plan.tail_right]
             lower = tail_inv_lr * bot_rows[:, plan.tail_left] + tail_lr * bot_rows[:, plan.tail_right]
             dst[ch, :, s:] = (1 - tb) * upper.astype(np.float64) + tb * lower.astype(np.float64)
@@ -424,30 +429,25 @@ def _resize_rgb8(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """dlib's resize_image(interpolate_bilinear) for rgb_pixel images, (h, w, 3) uint8."""
     in_h, in_w, _ = img.shape
     plan = _resize_plan(in_h, in_w, out_h, out_w)
-    src = img.astype(np.float32)
-    top_rows = src[plan.top]
-    bot_rows = src[plan.bottom]
-    out = np.empty((out_h, out_w, 3), dtype=np.uint8)
     s = plan.simd_cols
-    if s:
-        tb32 = plan.tb.astype(np.float32)[:, None, None]
-        inv_tb32 = (1 - plan.tb).astype(np.float32)[:, None, None]
-        lr = plan.lr32[None, :, None]
-        inv_lr = np.float32(1) - lr
-        acc = (inv_tb32 * inv_lr) * top_rows[:, plan.left]
-        acc += (inv_tb32 * lr) * top_rows[:, plan.right]
-        acc += (tb32 * inv_lr) * bot_rows[:, plan.left]
-        acc += (tb32 * lr) * bot_rows[:, plan.right]
-        out[:, :s] = acc.astype(np.int32).astype(np.uint8)
-    if s < out_w:
-        lr = plan.tail_lr[None, :, None]
-        tb = plan.tb[:, None, None]
-        top64, bot64 = top_rows.astype(np.float64), bot_rows.astype(np.float64)
-        val = (1 - tb) * ((1 - lr) * top64[:, plan.tail_left] + lr * top64[:, plan.tail_right]) + tb * (
-            (1 - lr) * bot64[:, plan.tail_left] + lr * bot64[:, plan.tail_right]
-        )
-        out[:, s:] = val.astype(np.int32).astype(np.uint8)
-    return out
+    out = np.empty((3, out_h, out_w), dtype=np.uint8)
+    blended = np.empty((out_h, s), dtype=np.float32)
+    lr = plan.tail_lr[None, :]
+    tb = plan.tb[:, None]
+    for ch in range(3):
+        plane = img[:, :, ch].astype(np.float32)
+        top_rows = np.take(plane, plan.top, axis=0)
+        bot_rows = np.take(plane, plan.bottom, axis=0)
+        if s:
+            _blend_simd(plan, top_rows, bot_rows, blended)
+            out[ch, :, :s] = blended.astype(np.int32)  # truncation, as dlib's simd4i conversion
+        if s < out_w:
+            # dlib's scalar tail for rgb pixels is all double precision, then truncated.
+            t64, b64 = top_rows.astype(np.float64), bot_rows.astype(np.float64)
+            upper = (1 - lr) * t64[:, plan.tail_left] + lr * t64[:, plan.tail_right]
+            lower = (1 - lr) * b64[:, plan.tail_left] + lr * b64[:, plan.tail_right]
+            out[ch, :, s:] = ((1 - tb) * upper + tb * lower).astype(np.int32)
+    return out.transpose(1, 2, 0)
 
 
 def pyramid_up2(img: np.ndarray) -> np.ndarray:
