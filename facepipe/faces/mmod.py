@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +119,6 @@ class MMODNet:
     nms_percent_covered: float
     pyramid_padding: int = PYRAMID_PADDING
     pyramid_outer_padding: int = PYRAMID_OUTER_PADDING
-    layer_strides: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def _read_layer_details(reader: _DlibReader) -> dict:
@@ -666,6 +665,8 @@ class FastMMOD:
         return img
 
     def _to_detections(self, score_map: np.ndarray, rects: list[Rect], upsample: int) -> list[Detection]:
+        """dlib's loss_mmod_::to_label: cells scoring > 0 become windows mapped back through the tiled
+        pyramid, then greedy NMS by descending score; finally undo the Python binding's upsampling."""
         candidates: list[tuple[float, Rect]] = []
         for k, (win_w, win_h) in enumerate(self.net.windows):
             rows, cols = np.nonzero(score_map[k] > 0)
