@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import dlib
 import numpy as np
 from PIL import Image
 
@@ -63,7 +64,9 @@ def detect(rgb: np.ndarray, settings: DetectSettings) -> list[Detection]:
     height, width = rgb.shape[:2]
     scale, upsample = working_scale(height, width, settings)
     work = resize(rgb, scale)
-    if settings.detector == "cnn":
+    if settings.detector == "cnn" and (fast := models.fast_cnn()) is not None:
+        found = [(dlib.rectangle(*rect), score) for rect, score in fast.detect(work, upsample)]
+    elif settings.detector == "cnn":
         found = [(d.rect, float(d.confidence)) for d in models.cnn_detector()(work, upsample)]
     elif settings.detector == "hog":
         found = [(rect, None) for rect in models.hog_detector()(work, upsample)]
