@@ -3,18 +3,29 @@
 import dagster as dg
 
 from facepipe.defs.assets import faces
+from facepipe.defs.checks import stores_match_parquet
+from facepipe.defs.exports import pgvector_faces, qdrant_faces
 from facepipe.defs.resources import library_from_env, parquet_from_env
 from facepipe.defs.sensors import images_sensor
+from facepipe.stores import stores_from_env
+
+qdrant, pgvector = stores_from_env()
 
 index_job = dg.define_asset_job(
     "index_images",
-    selection=dg.AssetSelection.assets(faces).downstream(),
-    description="Faces of a batch of image partitions, then their exports.",
+    selection=dg.AssetSelection.assets(faces).downstream().without_checks(),
+    description="Faces of a batch of image partitions, then their exports to Qdrant and pgvector.",
 )
 
 defs = dg.Definitions(
-    assets=[faces],
+    assets=[faces, qdrant_faces, pgvector_faces],
+    asset_checks=[stores_match_parquet],
     jobs=[index_job],
     sensors=[images_sensor],
-    resources={"library": library_from_env(), "parquet": parquet_from_env()},
+    resources={
+        "library": library_from_env(),
+        "parquet": parquet_from_env(),
+        "qdrant": qdrant,
+        "pgvector": pgvector,
+    },
 )

@@ -9,6 +9,8 @@ from facepipe.defs.partitions import images_partitions
 from facepipe.defs.resources import PhotoLibrary
 from facepipe.forget import forget_images
 from facepipe.stores.parquet import ParquetStore
+from facepipe.stores.pgvector import PgVectorStore
+from facepipe.stores.qdrant import QdrantStore
 
 RUN_TARGETS = ["faces"]
 
@@ -36,13 +38,19 @@ def range_request(batch: list[str], reason: str) -> dg.RunRequest:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def images_sensor(context: dg.SensorEvaluationContext, library: PhotoLibrary, parquet: ParquetStore) -> dg.SensorResult:
+def images_sensor(
+    context: dg.SensorEvaluationContext,
+    library: PhotoLibrary,
+    parquet: ParquetStore,
+    qdrant: QdrantStore,
+    pgvector: PgVectorStore,
+) -> dg.SensorResult:
     """Stat every file, hash only what moved; request runs only for new or changed content."""
     started = time.perf_counter()
     manifest = library.manifest()
     plan = manifest.diff()
     if plan.deleted:
-        forget_images(plan.deleted, manifest=manifest, parquet=parquet)
+        forget_images(plan.deleted, manifest=manifest, parquet=parquet, stores=[qdrant, pgvector])
     known = context.instance.get_dynamic_partitions(images_partitions.name)
     existing = set(known)
     added = [k for k in plan.new if k not in existing]

@@ -66,6 +66,14 @@ def faces_table(faces: list[Face]) -> pa.Table:
     return pa.table({name: columns[name] for name in FACE_SCHEMA.names}, schema=FACE_SCHEMA)
 
 
+def faces_from_table(table: pa.Table) -> list[Face]:
+    if table.num_rows == 0:
+        return []
+    embeddings = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 128)
+    rows = table.drop_columns(["embedding"]).to_pylist()
+    return [Face(**row, embedding=vector) for row, vector in zip(rows, embeddings, strict=True)]
+
+
 def image_table(record: ImageRecord) -> pa.Table:
     row = {
         "image_key": record.image_key,
@@ -135,6 +143,10 @@ class ParquetStore(dg.ConfigurableResource):
         if not path.exists():
             return FACE_SCHEMA.empty_table().select(columns or FACE_SCHEMA.names)
         return pq.read_table(path, columns=columns)
+
+    def load_faces(self, image_keys: Iterable[str]) -> dict[str, list[Face]]:
+        """The stored faces of each image as records (what the vector stores are filled from)."""
+        return {key: faces_from_table(self.read_faces(key)) for key in image_keys}
 
     def faces(self, columns: list[str] | None = None) -> pa.Table:
         return _read_all(self.faces_dir, FACE_SCHEMA, columns)
