@@ -33,10 +33,6 @@ from facepipe_tests.ui_helpers import (
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(240)]
 
-DAGSTER_YAML = "telemetry:\n  enabled: false\n"
-"""What facepipe.runner.ensure_dagster_home writes; written up front so the webserver can start
-while the partitions are being prepared (both take ~10 s on two cores)."""
-
 
 def dismiss_popups(driver) -> None:
     """Close the webserver's one-time 'Join the Dagster community' dialog if it covers the page."""
@@ -64,11 +60,11 @@ def test_ui_shows_faces_asset_partitions_and_sensor(tmp_path: Path) -> None:
     require_chromium()  # fail fast, before spending time on Dagster
     env = make_env(tmp_path)
     photos = env.add_photos(SMALL_PHOTOS[:3])
-    (env.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
     with processes(env) as procs:
+        # The webserver starts (~10 s) while the partitions are prepared (make_env created the storage).
         web = procs.webserver(port)
         # `facepipe index` (in a subprocess): adds one partition per photo and materializes them.
         keys = prepare(env, materialize=True)
@@ -169,7 +165,6 @@ def test_backfill_over_all_partitions_runs_in_batches(tmp_path: Path) -> None:
     # comes from the policy the webserver actually loaded.
     env = make_env(tmp_path, FACEPIPE_BATCH="4")
     photos = env.add_photos(SMALL_PHOTOS)
-    (env.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 

@@ -61,7 +61,8 @@ class UiEnv:
 
     @property
     def vars(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # Never a real user's servers: the stores fall back to their embedded defaults under data/.
+        env = {k: v for k, v in os.environ.items() if k not in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN")}
         # A parent pytest may have pointed these elsewhere; the servers must see only ours.
         env.update(
             {
@@ -85,10 +86,25 @@ class UiEnv:
         return sorted(names)
 
 
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+"""What facepipe.runner.ensure_dagster_home writes into a new DAGSTER_HOME."""
+
+
 def make_env(tmp_path: Path, **extra: str) -> UiEnv:
+    """Folders under tmp_path, and a Dagster instance whose storage already exists.
+
+    Creating the storage up front lets the webserver start while another process prepares the
+    partitions: two processes initialising a fresh SQLite instance at once can race in alembic
+    ("Version table 'alembic_version' has more than one head present").
+    """
     env = UiEnv(tmp_path, tmp_path / "images", tmp_path / "data", tmp_path / "dagster_home", dict(extra))
     for folder in (env.images, env.data, env.dagster_home):
         folder.mkdir()
+    (env.dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(env.dagster_home)):
+        pass
     return env
 
 

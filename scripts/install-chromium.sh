@@ -13,7 +13,7 @@ fi
 
 if [[ "$(id -u)" -ne 0 ]]; then
     if command -v sudo >/dev/null 2>&1; then
-        exec sudo --preserve-env=DEBIAN_FRONTEND "$0" "$@"
+        exec sudo --preserve-env=DEBIAN_FRONTEND bash "$0" "$@"
     fi
     echo "install-chromium: must run as root (or with sudo) to apt-get install chromium chromium-driver" >&2
     exit 1
