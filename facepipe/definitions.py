@@ -17,10 +17,17 @@ index_job = dg.define_asset_job(
     description="Faces of a batch of image partitions, then their exports to Qdrant and pgvector.",
 )
 
+check_job = dg.define_asset_job(
+    "check_stores",
+    selection=dg.AssetSelection.checks(stores_match_parquet),
+    description="Compare the face ids in Qdrant and pgvector with the Parquet.",
+)
+
 defs = dg.Definitions(
     assets=[faces, qdrant_faces, pgvector_faces],
     asset_checks=[stores_match_parquet],
-    jobs=[index_job],
+    jobs=[index_job, check_job],
+    schedules=[dg.ScheduleDefinition(job=check_job, cron_schedule="0 3 * * *")],
     sensors=[images_sensor],
     resources={
         "library": library_from_env(),

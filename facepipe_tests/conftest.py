@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from facepipe.runner import ensure_dagster_home
+
 # Tests default to the fast HOG detector (set before facepipe.definitions is imported, since the
 # asset's code_version derives from it); CNN tests pass their settings explicitly.
 os.environ.setdefault("FACEPIPE_DETECTOR", "hog")
@@ -50,4 +52,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> E
     monkeypatch.setenv("FACEPIPE_DATA", str(e.data))
     monkeypatch.setenv("DAGSTER_HOME", str(e.dagster_home))
     monkeypatch.setenv("FACEPIPE_WORKERS", "1")
+    for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN"):
+        monkeypatch.delenv(name, raising=False)
+    ensure_dagster_home()
     return e
