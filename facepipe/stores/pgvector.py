@@ -1,0 +1,323 @@
+"""Faces in Postgres + pgvector: a server from FACEPIPE_PG_DSN, or the embedded one under the data folder."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import PrivateAttr
+
+from facepipe.faces.records import Face
+from facepipe.stores.base import (
+    COLLECTION,
+    DIM,
+    Match,
+    StoreError,
+    as_matrix,
+    as_vector,
+    check_batch,
+    redact,
+    resolve,
+    within,
+)
+from facepipe.stores.embedded_pg import EmbeddedPostgres, embedded_postgres
+
+# Any constant works; it only has to be the same in every facepipe process (serialises schema DDL).
+_SCHEMA_LOCK = 0x66616365  # "face"
+_COLUMNS = (
+    'face_id, image_key, sha256, "top", "right", "bottom", "left", score, detector, model_version, person_id, embedding'
+)
+_COPY_TYPES = ["uuid", "text", "text", "int4", "int4", "int4", "int4", "float4", "text", "text", "text", "vector"]
+_MATCH_COLUMNS = 'face_id, image_key, "top", "right", "bottom", "left", person_id'
+_EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+
+_SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {COLLECTION} (
+        face_id uuid PRIMARY KEY,
+        image_key text NOT NULL,
+        sha256 text NOT NULL,
+        "top" integer NOT NULL,
+        "right" integer NOT NULL,
+        "bottom" integer NOT NULL,
+        "left" integer NOT NULL,
+        score real,
+        detector text NOT NULL,
+        model_version text NOT NULL,
+        person_id text,
+        embedding vector({DIM}) NOT NULL
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {COLLECTION}_image_key_idx ON {COLLECTION} (image_key)",
+    f"CREATE INDEX IF NOT EXISTS {COLLECTION}_person_id_idx ON {COLLECTION} (person_id)",
+    f"CREATE INDEX IF NOT EXISTS {COLLECTION}_embedding_hnsw_idx ON {COLLECTION} USING hnsw (embedding vector_l2_ops)",
+)
+
+
+def _ensure_extension(conn: psycopg.Connection[Any]) -> None:
+    """Create `vector` once, under an advisory lock: concurrent CREATE EXTENSION IF NOT EXISTS can still fail."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    _ensure_extension(conn)
+    register_vector(conn)
+
+
+def _no_table() -> suppress:
+    """Before the first write there is no table: reads answer "nothing" (status, search) instead of failing."""
+    return suppress(psycopg.errors.UndefinedTable)
+
+
+def _match(row: tuple[Any, ...], distance: float = 0.0) -> Match:
+    face_id, image_key, top, right, bottom, left, person_id = row[:7]
+    return Match(str(face_id), image_key, (top, right, bottom, left), float(distance), person_id)
+
+
+class PgVectorStore(dg.ConfigurableResource):
+    """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `paths().postgres`."""
+
+    dsn: str | None = None
+    pool_size: int = 4
+
+    _pool: ConnectionPool | None = PrivateAttr(default=None)
+    _pool_pid: int | None = PrivateAttr(default=None)
+    _embedded: EmbeddedPostgres | None = PrivateAttr(default=None)
+    _mutex: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _orphans: list[Any] = PrivateAttr(default_factory=list)
+    _schema_ready: bool = PrivateAttr(default=False)
+
+    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
+        yield "dsn", redact(str(resolve(self.dsn))) if resolve(self.dsn) else None
+
+    def _where(self) -> str:
+        dsn = resolve(self.dsn)
+        return f"Postgres at {redact(dsn)}" if dsn else f"embedded Postgres in {self._embedded_handle().pgdata}"
+
+    def _embedded_handle(self) -> EmbeddedPostgres:
+        if self._embedded is None:
+            self._embedded = embedded_postgres()
+        return self._embedded
+
+    def _conninfo(self) -> str:
+        dsn = resolve(self.dsn)
+        return dsn if dsn else self._embedded_handle().uri()
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._mutex:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                return self._pool
+            if self._pool is not None:
+                # Inherited through fork: its sockets belong to the parent; closing them would cut the parent off.
+                self._orphans.append(self._pool)
+            conninfo = self._conninfo()
+            try:  # a direct connect first, for a real error message instead of a pool timeout
+                with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as probe:
+                    _ensure_extension(probe)
+            except psycopg.Error as err:
+                raise StoreError(f"cannot use the {self._where()}: {redact(str(err)).strip()}") from None
+            pool = ConnectionPool(
+                conninfo,
+                min_size=1,
+                max_size=max(1, self.pool_size),
+                kwargs={"autocommit": True},
+                configure=_configure,
+                check=ConnectionPool.check_connection,
+                name="facepipe-pgvector",
+                timeout=15.0,
+                open=False,
+            )
+            pool.open(wait=True, timeout=15.0)
+            if resolve(self.dsn) is None:
+                self._embedded_handle().before_stop(pool.close)
+            self._pool, self._pool_pid = pool, os.getpid()
+            return pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection with pgvector types; wrap multi-statement work in `transaction()`."""
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout:
+            if resolve(self.dsn) is not None:
+                raise StoreError(f"no connection to the {self._where()} within 15 s") from None
+            self._embedded_handle().uri()  # the embedded server died: start it again, then retry once
+            try:
+                conn = pool.getconn()
+            except PoolTimeout:
+                raise StoreError(f"no connection to the {self._where()} within 15 s") from None
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pool. The embedded server itself stays up until the process exits (see embedded_pg)."""
+        with self._mutex:
+            pool, self._pool = self._pool, None
+            if pool is not None and self._pool_pid == os.getpid():
+                pool.close()
+
+    # -- schema ---------------------------------------------------------------------------------------
+
+    def ensure_schema(self) -> None:
+        with self.connection() as conn, conn.transaction():
+            # DDL under one advisory lock: concurrent CREATE ... IF NOT EXISTS races on the catalogs.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            # An HNSW build over existing rows needs more than the 64 MB default to stay in memory.
+            conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        self._schema_ready = True
+
+    def _ensure_once(self) -> None:
+        if not self._schema_ready:
+            self.ensure_schema()
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def replace_images(self, faces_by_image: Mapping[str, Sequence[Face]]) -> None:
+        """Upsert all new faces first, then delete each image's other faces, in one transaction."""
+        if not faces_by_image:
+            return
+        check_batch(faces_by_image)
+        faces = sorted((f for fs in faces_by_image.values() for f in fs), key=lambda f: f.face_id)
+        keys = list(faces_by_image)
+        self._ensure_once()
+        with self.connection() as conn, conn.transaction():
+            conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS faces_in (LIKE {COLLECTION} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            with conn.cursor().copy(f"COPY faces_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_COPY_TYPES)
+                for f in faces:
+                    copy.write_row(
+                        (
+                            uuid.UUID(f.face_id),
+                            f.image_key,
+                            f.sha256,
+                            int(f.top),
+                            int(f.right),
+                            int(f.bottom),
+                            int(f.left),
+                            None if f.score is None else float(f.score),
+                            f.detector,
+                            f.model_version,
+                            f.person_id,
+                            as_vector(f.embedding),
+                        )
+                    )
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
+            conn.execute(
+                f"INSERT INTO {COLLECTION} ({_COLUMNS}) SELECT {_COLUMNS} FROM faces_in "
+                f"ON CONFLICT (face_id) DO UPDATE SET {updates}"
+            )
+            conn.execute(
+                f"DELETE FROM {COLLECTION} f WHERE f.image_key = ANY(%s) "
+                "AND NOT EXISTS (SELECT 1 FROM faces_in n WHERE n.face_id = f.face_id)",
+                (keys,),
+            )
+
+    def delete_images(self, image_keys: Iterable[str]) -> None:
+        keys = list(image_keys)
+        if keys:
+            with _no_table(), self.connection() as conn:
+                conn.execute(f"DELETE FROM {COLLECTION} WHERE image_key = ANY(%s)", (keys,))
+
+    def set_person_ids(self, mapping: Mapping[str, str | None]) -> None:
+        if not mapping:
+            return
+        ids = [uuid.UUID(k) for k in mapping]
+        people = list(mapping.values())
+        with _no_table(), self.connection() as conn:
+            conn.execute(
+                f"UPDATE {COLLECTION} f SET person_id = m.person_id "
+                "FROM unnest(%s::uuid[], %s::text[]) AS m(face_id, person_id) WHERE f.face_id = m.face_id",
+                (ids, people),
+            )
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def search(self, embedding: np.ndarray, top_k: int = 10, max_distance: float | None = None) -> list[Match]:
+        return self.search_many([embedding], top_k, max_distance)[0]
+
+    def search_many(
+        self, embeddings: Sequence[np.ndarray] | np.ndarray, top_k: int = 10, max_distance: float | None = None
+    ) -> list[list[Match]]:
+        queries = as_matrix(embeddings)
+        if top_k <= 0 or len(queries) == 0:
+            return [[] for _ in range(len(queries))]
+        sql = (
+            f"SELECT {_MATCH_COLUMNS}, embedding <-> %(q)s AS distance FROM {COLLECTION} "
+            "ORDER BY embedding <-> %(q)s LIMIT %(k)s"
+        )
+        results: list[list[Match]] = []
+        with _no_table(), self.connection() as conn, conn.transaction():
+            # HNSW returns at most ef_search candidates: keep it >= top_k so a search is not cut short.
+            conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(max(100, top_k), 1000)),))
+            if top_k > _EF_SEARCH_MAX:
+                conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+            for q in queries:
+                rows = conn.execute(sql, {"q": q, "k": top_k}).fetchall()
+                results.append(within([_match(r, r[7]) for r in rows], max_distance))
+        if len(results) < len(queries):  # no table yet
+            return [[] for _ in range(len(queries))]
+        return results
+
+    def face_ids_by_image(self, image_keys: Iterable[str] | None = None) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        with _no_table(), self.connection() as conn:
+            if image_keys is None:
+                rows = conn.execute(f"SELECT image_key, face_id FROM {COLLECTION}")
+            else:
+                keys = list(image_keys)
+                out.update({k: set() for k in keys})
+                rows = conn.execute(f"SELECT image_key, face_id FROM {COLLECTION} WHERE image_key = ANY(%s)", (keys,))
+            for key, fid in rows:
+                out.setdefault(key, set()).add(str(fid))
+        return out
+
+    def faces_of_images(self, image_keys: Iterable[str]) -> dict[str, list[Match]]:
+        keys = list(image_keys)
+        out: dict[str, list[Match]] = {k: [] for k in keys}
+        with _no_table(), self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_MATCH_COLUMNS} FROM {COLLECTION} WHERE image_key = ANY(%s) "
+                'ORDER BY image_key, "top", "left"',
+                (keys,),
+            )
+            for row in rows:
+                out[row[1]].append(_match(row))
+        return out
+
+    def images_of_person(self, person_id: str) -> list[str]:
+        keys: list[str] = []
+        with _no_table(), self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT image_key FROM {COLLECTION} WHERE person_id = %s ORDER BY image_key",
+                (person_id,),
+            )
+            keys = [r[0] for r in rows]
+        return keys
+
+    def count(self) -> int:
+        n = 0
+        with _no_table(), self.connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM {COLLECTION}").fetchone()
+            n = int(row[0]) if row else 0
+        return n
