@@ -22,14 +22,28 @@ def ensure_dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or paths().dagster_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    fresh = not config.exists()
+    if fresh:
+        config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
+    if fresh:  # create the storage now, so a webserver started next to us never races to migrate it
+        with dg.DagsterInstance.get():
+            pass
     return home
 
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 """The progress bar and summary speak for the run; Dagster's own events stay in the instance."""
+
+
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    # Embedded Qdrant allows one writer: the export pools (facepipe_qdrant, facepipe_pgvector) run one step at a time.
+    default_limit: 1
+"""
 
 
 @dataclass
