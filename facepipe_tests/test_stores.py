@@ -203,6 +203,36 @@ def test_qdrant_shared_in_process_and_threads(qdrant_store: QdrantStore, data_di
     assert not errors
 
 
+def test_qdrant_keep_open_holds_the_folder_until_close(qdrant_store: QdrantStore, data_dir: Path) -> None:
+    from facepipe.stores.qdrant import _lock_is_free
+
+    folder = data_dir / "qdrant"
+    assert _lock_is_free(folder)  # plain stores let go after each operation
+    server_like = QdrantStore(keep_open=True)
+    server_like.count()
+    assert not _lock_is_free(folder)
+    assert qdrant_store.count() == server_like.count()  # the rest of the process shares it
+    server_like.close()
+    assert _lock_is_free(folder)
+
+
+def test_qdrant_forked_child_never_borrows_the_parents_lock(qdrant_store: QdrantStore, data_dir: Path) -> None:
+    """A fork inherits the open client and its flock; the child must wait like any other process."""
+    rng = np.random.default_rng(10)
+    fork = multiprocessing.get_context("fork")
+    out = fork.Queue()
+    with qdrant_store.client():
+        child = fork.Process(target=qdrant_waiter, args=(str(data_dir), 0.5, out))
+        child.start()
+        msgs = [out.get(timeout=30), out.get(timeout=30)]
+        child.join(10)
+        # the parent's lock survived the child's exit: it can still write through its open client
+        qdrant_store.replace_images(clustered_faces(rng, ["fork.jpg"], 1, centers_for(rng, 1)))
+    assert msgs[1][0] == "error" and str(os.getpid()) in msgs[1][2], msgs
+    assert child.exitcode == 0
+    assert qdrant_store.face_ids_by_image(["fork.jpg"])["fork.jpg"]
+
+
 def test_qdrant_lock_between_processes(qdrant_store: QdrantStore, data_dir: Path) -> None:
     """A second process waits for the embedded Qdrant and gets in once the first lets go, or fails clearly."""
     wipe(qdrant_store)
@@ -232,6 +262,21 @@ def test_qdrant_lock_between_processes(qdrant_store: QdrantStore, data_dir: Path
     _, _, n, waited = seen[("ok", 30.0)]
     assert n == 3 and waited >= 0.4
     assert quick.exitcode == 0 and patient.exitcode == 0
+
+
+def test_pg_unchanged_rows_are_not_rewritten(pg_store: PgVectorStore) -> None:
+    wipe(pg_store)
+    rng = np.random.default_rng(11)
+    batch = clustered_faces(rng, ["same1.jpg", "same2.jpg"], 3, centers_for(rng, 2))
+    pg_store.replace_images(batch)
+
+    def versions() -> dict[str, str]:
+        with pg_store.connection() as conn:
+            return dict(conn.execute("SELECT face_id::text, xmin::text FROM faces").fetchall())
+
+    before = versions()
+    pg_store.replace_images(batch)
+    assert versions() == before
 
 
 def test_two_processes_share_a_fresh_embedded_postgres(tmp_path: Path) -> None:

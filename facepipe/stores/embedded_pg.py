@@ -114,6 +114,11 @@ class EmbeddedPostgres:
         with _lock:
             self._before_stop.append(callback)
 
+    def forget(self, callback: Callable[[], None]) -> None:
+        with _lock:
+            if callback in self._before_stop:
+                self._before_stop.remove(callback)
+
     def _start(self) -> None:
         pkg = _package()
         self.pgdata.mkdir(parents=True, exist_ok=True)

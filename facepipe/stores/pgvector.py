@@ -139,7 +139,7 @@ class PgVectorStore(dg.ConfigurableResource):
             )
             pool.open(wait=True, timeout=15.0)
             if resolve(self.dsn) is None:
-                self._embedded_handle().before_stop(pool.close)
+                self._embedded_handle().before_stop(pool.close)  # no pool left connected at server stop
             self._pool, self._pool_pid = pool, os.getpid()
             return pool
 
@@ -171,6 +171,8 @@ class PgVectorStore(dg.ConfigurableResource):
             pool, self._pool = self._pool, None
             if pool is not None and self._pool_pid == os.getpid():
                 pool.close()
+                if self._embedded is not None:
+                    self._embedded.forget(pool.close)
 
     # -- schema ---------------------------------------------------------------------------------------
 
@@ -222,10 +224,14 @@ class PgVectorStore(dg.ConfigurableResource):
                             as_vector(f.embedding),
                         )
                     )
-            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
+            cols = _COLUMNS.split(", ")[1:]
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+            old = ", ".join(f"{COLLECTION}.{c}" for c in cols)
+            new = ", ".join(f"EXCLUDED.{c}" for c in cols)
+            # Unchanged rows are left alone: a re-run writes no dead tuples and no new HNSW entries.
             conn.execute(
                 f"INSERT INTO {COLLECTION} ({_COLUMNS}) SELECT {_COLUMNS} FROM faces_in "
-                f"ON CONFLICT (face_id) DO UPDATE SET {updates}"
+                f"ON CONFLICT (face_id) DO UPDATE SET {updates} WHERE ({old}) IS DISTINCT FROM ({new})"
             )
             conn.execute(
                 f"DELETE FROM {COLLECTION} f WHERE f.image_key = ANY(%s) "
