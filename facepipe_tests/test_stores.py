@@ -279,6 +279,30 @@ def test_pg_unchanged_rows_are_not_rewritten(pg_store: PgVectorStore) -> None:
     assert versions() == before
 
 
+def test_stores_follow_facepipe_data_when_it_moves(
+    qdrant_store: QdrantStore, pg_store: PgVectorStore, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One resource object outlives a change of FACEPIPE_DATA (tests, the CLI): it must follow, not stick."""
+    wipe(qdrant_store)
+    wipe(pg_store)
+    rng = np.random.default_rng(12)
+    batch = clustered_faces(rng, ["moved.jpg"], 2, centers_for(rng, 1))
+    q, p = QdrantStore(), PgVectorStore()
+    assert (q.count(), p.count()) == (0, 0)
+    monkeypatch.setenv("FACEPIPE_DATA", str(tmp_path))
+    for s in (q, p):
+        s.replace_images(batch)  # creates the schema in the new place
+        assert s.count() == 2
+    assert embedded_postgres(tmp_path / "postgres").running()
+    monkeypatch.setenv("FACEPIPE_DATA", str(data_dir))
+    assert (q.count(), p.count(), qdrant_store.count(), pg_store.count()) == (0, 0, 0, 0)
+    # p's pool on the other server closed when it moved back: that server lost its only client
+    assert not embedded_postgres(tmp_path / "postgres").running()
+    q.close()
+    p.close()
+    assert pg_store.count() == 0  # closing another store on the same server leaves this one working
+
+
 def test_two_processes_share_a_fresh_embedded_postgres(tmp_path: Path) -> None:
     """Both start-or-join the server and race the schema DDL; the last to leave stops the server."""
     data = tmp_path / "data"

@@ -4,8 +4,9 @@ Lifetime, decided here rather than left to the package:
 
 * Started on demand by the first process that needs it (``EmbeddedPostgres.uri()``), under the package's
   inter-process lock, so two processes starting at once get one server.
-* Every process using it is registered in ``<pgdata>/.handle_pids.json``. A process leaves when it exits
-  (``atexit`` and multiprocessing's exit hook) or calls ``release()``; the last one to leave stops the server.
+* Every process using it is registered in ``<pgdata>/.handle_pids.json``. A process leaves when its last
+  client (a `PgVectorStore` pool) closes, when it exits (``atexit`` and multiprocessing's exit hook) or on
+  ``release()``; the last process to leave stops the server.
   We stop rather than leave it running because a start costs ~0.15 s here, while a server left behind
   keeps 128 MB of shared buffers and a socket alive after ``facepipe search`` has returned, and nobody
   would know to stop it.
@@ -88,7 +89,7 @@ class EmbeddedPostgres:
         self._server: Any = None
         self._pid: int | None = None
         self._uri: str | None = None
-        self._before_stop: list[Callable[[], None]] = []
+        self._clients: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"EmbeddedPostgres({str(self.pgdata)!r}, running={self.running()})"
@@ -109,15 +110,24 @@ class EmbeddedPostgres:
             return False
         return _alive(pid)
 
-    def before_stop(self, callback: Callable[[], None]) -> None:
-        """Run `callback` (close a pool) before this process leaves, so no client is cut off mid-query."""
-        with _lock:
-            self._before_stop.append(callback)
+    def attach(self, close: Callable[[], None]) -> str:
+        """Join as a client (a pool, closed by `close` before the server stops) and get the URI.
 
-    def forget(self, callback: Callable[[], None]) -> None:
+        This process stays registered while it has clients; the server cannot be stopped between
+        this call and the client's first connection.
+        """
         with _lock:
-            if callback in self._before_stop:
-                self._before_stop.remove(callback)
+            uri = self.uri()
+            self._clients.append(close)
+            return uri
+
+    def detach(self, close: Callable[[], None]) -> None:
+        """The client closed; with no client left this process leaves (stopping the server if last)."""
+        with _lock:
+            if close in self._clients:
+                self._clients.remove(close)
+                if not self._clients:
+                    self.release()
 
     def _start(self) -> None:
         pkg = _package()
@@ -142,6 +152,8 @@ class EmbeddedPostgres:
             ) from last
         atexit.unregister(server._cleanup)  # our release() is the one exit policy
         _hook_exit()
+        if self._pid != os.getpid():
+            self._clients = []  # inherited through fork: the parent's pools, not ours to close
         self._server = server
         self._pid = os.getpid()
         self._uri = server.get_uri()
@@ -152,7 +164,7 @@ class EmbeddedPostgres:
         with _lock:
             if self._server is None or self._pid != os.getpid():
                 return
-            callbacks, self._before_stop = self._before_stop, []
+            callbacks, self._clients = self._clients, []
             for callback in callbacks:
                 try:
                     callback()

@@ -16,6 +16,7 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import PrivateAttr
 
+from facepipe.config import paths
 from facepipe.faces.records import Face
 from facepipe.stores.base import (
     COLLECTION,
@@ -84,6 +85,16 @@ def _match(row: tuple[Any, ...], distance: float = 0.0) -> Match:
     return Match(str(face_id), image_key, (top, right, bottom, left), float(distance), person_id)
 
 
+class _PoolRef:
+    """Lets the embedded server close a pool created after the server handed out its URI."""
+
+    pool: ConnectionPool | None = None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
 class PgVectorStore(dg.ConfigurableResource):
     """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `paths().postgres`."""
 
@@ -92,56 +103,71 @@ class PgVectorStore(dg.ConfigurableResource):
 
     _pool: ConnectionPool | None = PrivateAttr(default=None)
     _pool_pid: int | None = PrivateAttr(default=None)
+    _pool_ref: _PoolRef | None = PrivateAttr(default=None)
+    _pool_target: str | None = PrivateAttr(default=None)
     _embedded: EmbeddedPostgres | None = PrivateAttr(default=None)
     _mutex: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _orphans: list[Any] = PrivateAttr(default_factory=list)
-    _schema_ready: bool = PrivateAttr(default=False)
+    _schema_for: str | None = PrivateAttr(default=None)  # the target whose schema is known to exist
 
     def __repr_args__(self) -> Iterator[tuple[str, Any]]:
         yield "dsn", redact(str(resolve(self.dsn))) if resolve(self.dsn) else None
 
     def _where(self) -> str:
         dsn = resolve(self.dsn)
-        return f"Postgres at {redact(dsn)}" if dsn else f"embedded Postgres in {self._embedded_handle().pgdata}"
+        return f"Postgres at {redact(dsn)}" if dsn else f"embedded Postgres in {paths().postgres}"
 
-    def _embedded_handle(self) -> EmbeddedPostgres:
-        if self._embedded is None:
-            self._embedded = embedded_postgres()
-        return self._embedded
-
-    def _conninfo(self) -> str:
-        dsn = resolve(self.dsn)
-        return dsn if dsn else self._embedded_handle().uri()
+    def _target(self) -> str:
+        """What the pool must point at now: the DSN, or the embedded folder under FACEPIPE_DATA as set now."""
+        return resolve(self.dsn) or str(paths().postgres)
 
     def _get_pool(self) -> ConnectionPool:
         with self._mutex:
-            if self._pool is not None and self._pool_pid == os.getpid():
+            target = self._target()
+            if self._pool is not None and self._pool_pid == os.getpid() and self._pool_target == target:
                 return self._pool
-            if self._pool is not None:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._close_pool()  # FACEPIPE_DATA or the DSN changed since
+            elif self._pool is not None:
                 # Inherited through fork: its sockets belong to the parent; closing them would cut the parent off.
                 self._orphans.append(self._pool)
-            conninfo = self._conninfo()
+                self._pool, self._embedded = None, None
+            ref = _PoolRef()
+            if resolve(self.dsn):
+                conninfo = target
+            else:
+                self._embedded = embedded_postgres(target)
+                conninfo = self._embedded.attach(ref.close)
             try:  # a direct connect first, for a real error message instead of a pool timeout
                 with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as probe:
                     _ensure_extension(probe)
-            except psycopg.Error as err:
+                ref.pool = ConnectionPool(
+                    conninfo,
+                    min_size=1,
+                    max_size=max(1, self.pool_size),
+                    kwargs={"autocommit": True},
+                    configure=_configure,
+                    check=ConnectionPool.check_connection,
+                    name="facepipe-pgvector",
+                    timeout=15.0,
+                    open=False,
+                )
+                ref.pool.open(wait=True, timeout=15.0)
+            except (psycopg.Error, PoolTimeout) as err:
+                if self._embedded is not None:
+                    self._embedded.detach(ref.close)
+                    self._embedded = None
                 raise StoreError(f"cannot use the {self._where()}: {redact(str(err)).strip()}") from None
-            pool = ConnectionPool(
-                conninfo,
-                min_size=1,
-                max_size=max(1, self.pool_size),
-                kwargs={"autocommit": True},
-                configure=_configure,
-                check=ConnectionPool.check_connection,
-                name="facepipe-pgvector",
-                timeout=15.0,
-                open=False,
-            )
-            pool.open(wait=True, timeout=15.0)
-            if resolve(self.dsn) is None:
-                self._embedded_handle().before_stop(pool.close)  # no pool left connected at server stop
-            self._pool, self._pool_pid = pool, os.getpid()
-            return pool
+            self._pool, self._pool_ref, self._pool_pid, self._pool_target = ref.pool, ref, os.getpid(), target
+            return ref.pool
+
+    def _close_pool(self) -> None:
+        pool, ref, embedded = self._pool, self._pool_ref, self._embedded
+        self._pool, self._pool_ref, self._embedded = None, None, None
+        if pool is not None:
+            pool.close()
+        if embedded is not None and ref is not None:
+            embedded.detach(ref.close)  # the last pool of this process gone: leave the server
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -152,7 +178,8 @@ class PgVectorStore(dg.ConfigurableResource):
         except PoolTimeout:
             if resolve(self.dsn) is not None:
                 raise StoreError(f"no connection to the {self._where()} within 15 s") from None
-            self._embedded_handle().uri()  # the embedded server died: start it again, then retry once
+            assert self._embedded is not None
+            self._embedded.uri()  # the embedded server died: start it again, then retry once
             try:
                 conn = pool.getconn()
             except PoolTimeout:
@@ -166,13 +193,11 @@ class PgVectorStore(dg.ConfigurableResource):
         self.close()
 
     def close(self) -> None:
-        """Close the pool. The embedded server itself stays up until the process exits (see embedded_pg)."""
+        """Close the pool; when it was this process's last client of the embedded server, leave it too
+        (the last process to leave stops it)."""
         with self._mutex:
-            pool, self._pool = self._pool, None
-            if pool is not None and self._pool_pid == os.getpid():
-                pool.close()
-                if self._embedded is not None:
-                    self._embedded.forget(pool.close)
+            if self._pool_pid == os.getpid():
+                self._close_pool()
 
     # -- schema ---------------------------------------------------------------------------------------
 
@@ -185,10 +210,10 @@ class PgVectorStore(dg.ConfigurableResource):
             conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
             for statement in _SCHEMA:
                 conn.execute(statement)
-        self._schema_ready = True
+        self._schema_for = self._pool_target
 
     def _ensure_once(self) -> None:
-        if not self._schema_ready:
+        if self._schema_for != self._target():
             self.ensure_schema()
 
     # -- writes ---------------------------------------------------------------------------------------

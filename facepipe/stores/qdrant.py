@@ -198,7 +198,7 @@ class QdrantStore(dg.ConfigurableResource):
     _remote_pid: int | None = PrivateAttr(default=None)
     _mutex: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _pinned: _LocalSlot | None = PrivateAttr(default=None)
-    _schema_ready: bool = PrivateAttr(default=False)
+    _schema_for: str | None = PrivateAttr(default=None)  # the folder or url known to have the collection
 
     def __repr_args__(self) -> Iterator[tuple[str, Any]]:
         url = resolve(self.url)
@@ -209,6 +209,9 @@ class QdrantStore(dg.ConfigurableResource):
     @property
     def folder(self) -> Path:
         return Path(resolve(self.path) or paths().qdrant).expanduser().resolve()
+
+    def _target(self) -> str:
+        return resolve(self.url) or str(self.folder)
 
     @property
     def is_local(self) -> bool:
@@ -225,6 +228,7 @@ class QdrantStore(dg.ConfigurableResource):
             return
         slot = _slot(self.folder)
         if self.keep_open and self._pinned is not slot:
+            self._unpin()  # FACEPIPE_DATA moved: let go of the old folder
             with slot.lock:
                 slot.keep_open += 1
                 self._pinned = slot
@@ -247,7 +251,10 @@ class QdrantStore(dg.ConfigurableResource):
             remote, self._remote = self._remote, None
             if remote is not None and self._remote_pid == os.getpid():
                 remote.close()
-            pinned, self._pinned = self._pinned, None
+        self._unpin()
+
+    def _unpin(self) -> None:
+        pinned, self._pinned = self._pinned, None
         if pinned is not None:
             with pinned.lock:
                 pinned.keep_open -= 1
@@ -302,10 +309,10 @@ class QdrantStore(dg.ConfigurableResource):
                 with warnings.catch_warnings():  # local mode: "payload indexes have no effect"
                     warnings.simplefilter("ignore", UserWarning)
                     c.create_payload_index(COLLECTION, field, models.PayloadSchemaType.KEYWORD, wait=True)
-        self._schema_ready = True
+        self._schema_for = self._target()
 
     def _ensure_once(self) -> None:
-        if not self._schema_ready:
+        if self._schema_for != self._target():
             self.ensure_schema()
 
     # -- writes ---------------------------------------------------------------------------------------
