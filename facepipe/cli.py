@@ -22,8 +22,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     from facepipe.runner import run_index
 
     report = run_index(show_progress=(not args.quiet and sys.stderr.isatty()) or args.progress)
+    people = _refresh_people(report)
     if args.json:
-        print(json.dumps({**report.__dict__, "errors": [{"image_key": k, "reason": r} for k, r in report.errors]}))
+        print(
+            json.dumps(
+                {
+                    **report.__dict__,
+                    "errors": [{"image_key": k, "reason": r} for k, r in report.errors],
+                    "people": people,
+                }
+            )
+        )
     else:
         if report.processed == 0 and not report.failed_runs:
             print(
@@ -39,7 +48,20 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(f"  error: {key}: {reason}")
         for run in report.failed_runs:
             print(f"  failed run: {run}", file=sys.stderr)
-    return 1 if report.failed_runs else 0
+        if people.get("error"):
+            print(f"  people: {people['error']}", file=sys.stderr)
+    return 1 if report.failed_runs or people.get("error") else 0
+
+
+def _refresh_people(report) -> dict:
+    """The index runs cluster people as they go; deleted photos (no run) need one more pass."""
+    from facepipe.defs.people import refresh_people
+    from facepipe.people import People
+
+    result = refresh_people()
+    if result is not None and not result.success:
+        return {"persons": None, "error": f"clustering people failed (run {result.run_id})"}
+    return {"persons": len(People().list())}
 
 
 def _stores() -> dict:
@@ -71,14 +93,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if not results:
         print(f"No face found in {args.image}.")
+    names = _names()
     for n, r in enumerate(results, 1):
         print(f"face {n} at (top, right, bottom, left) {r.box}:")
         for m in r.matches:
-            person = f"  person {m.person_id}" if m.person_id else ""
+            person = f"  person {_who(m.person_id, names)}" if m.person_id else ""
             print(f"  {m.distance:.3f}  {m.image_key}  {list(m.box)}{person}")
         if not r.matches:
             print("  no match" + (f" within {args.max_distance}" if args.max_distance is not None else ""))
     return 0
+
+
+def _names() -> dict:
+    from facepipe.people import People
+
+    return People().names()
+
+
+def _who(person_id: str, names: dict) -> str:
+    """`p3 (Ada Lovelace)`; a merged id shows as the person it was merged into."""
+    pid, name = names.get(person_id, (person_id, None))
+    return f"{pid} ({name})" if name else pid
 
 
 def _match_json(m) -> dict:
@@ -99,7 +134,7 @@ def cmd_person(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"image_key": p.image_key, "distance": round(p.distance, 6)} for p in photos]))
         return 0
-    who = f"person {person_id}" if person_id else "this face (no person cluster yet)"
+    who = f"person {_who(person_id, _names())}" if person_id else "this face (in no person cluster)"
     print(f"{len(photos)} photos of {who}:")
     for p in photos:
         print(f"  {p.distance:.3f}  {p.image_key}")
@@ -128,6 +163,45 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for err in doc["errors"]:
         print(f"  error: {err['image_key']}: {err['reason']}")
+    return 0
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    from facepipe.people import People, PeopleError, people_json
+
+    people = People()
+    try:
+        if args.action == "name":
+            person = people.name(args.person_id, args.name)
+            print(f"{person.person_id} is now {person.name!r}" if person.name else f"{person.person_id} has no name")
+            return 0
+        if args.action == "merge":
+            stores = _stores()
+            try:
+                person, moved = people.merge(args.keep, args.fold, stores=list(stores.values()))
+            finally:
+                for store in stores.values():
+                    store.close()
+            print(f"{args.fold} folded into {person.person_id}: {moved} faces moved, {person.faces} faces in all")
+            return 0
+    except PeopleError as exc:
+        raise UsageError(str(exc)) from None
+    persons = people.list()
+    if args.json:
+        print(json.dumps(people_json(persons)))
+        return 0
+    if not persons:
+        print("No persons yet: `facepipe index` clusters the faces once photos are indexed.")
+    for p in persons:
+        shown = ", ".join(p.image_keys[:3]) + (f", ... ({len(p.image_keys)} photos)" if len(p.image_keys) > 3 else "")
+        print(f"{p.person_id:>6}  {p.name or '-':24}  {p.faces:4} faces  {shown}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from facepipe.api import serve
+
+    serve(host=args.host, port=args.port, store=args.store)
     return 0
 
 
@@ -170,6 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="images, faces, errors, per store")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    people = sub.add_parser("people", help="the person clusters, with counts; name or merge persons")
+    people.add_argument("--json", action="store_true")
+    people.set_defaults(func=cmd_people)
+    actions = people.add_subparsers(dest="action")
+    name = actions.add_parser("name", help="name a person (an empty NAME removes the name)")
+    name.add_argument("person_id")
+    name.add_argument("name")
+    merge = actions.add_parser("merge", help="fold person B into person A (kept across re-clustering)")
+    merge.add_argument("keep", metavar="A")
+    merge.add_argument("fold", metavar="B")
+
+    serve = sub.add_parser("serve", help="HTTP API and search page")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--store", choices=stores, default="qdrant")
+    serve.set_defaults(func=cmd_serve)
 
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
     ui.add_argument("--port", type=int, default=3000)
