@@ -1,0 +1,102 @@
+"use strict";
+// The search page: drop or pick a photo, see its faces outlined and, per face, the nearest faces.
+
+const SAME_PERSON = 0.6;
+const drop = document.getElementById("drop");
+const input = document.getElementById("file");
+const status = document.getElementById("status");
+const result = document.getElementById("result");
+const query = document.getElementById("query");
+const boxes = document.getElementById("boxes");
+const facesList = document.getElementById("faces");
+let objectUrl = null;
+
+input.addEventListener("change", () => input.files.length && search(input.files[0]));
+for (const type of ["dragenter", "dragover"]) {
+  drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  drop.addEventListener(type, () => drop.classList.remove("over"));
+}
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  const file = event.dataTransfer.files[0];
+  if (file) search(file);
+});
+
+async function search(file) {
+  document.body.dataset.state = "searching";
+  status.textContent = `Looking for faces in ${file.name}…`;
+  facesList.replaceChildren();
+  boxes.replaceChildren();
+  if (objectUrl) URL.revokeObjectURL(objectUrl);
+  objectUrl = URL.createObjectURL(file);
+  query.src = objectUrl;
+  result.hidden = false;
+
+  const body = new FormData();
+  body.append("image", file);
+  let answer;
+  try {
+    const response = await fetch("/api/search?top_k=8", { method: "POST", body });
+    if (!response.ok) throw new Error(await errorText(response));
+    answer = await response.json();
+  } catch (error) {
+    status.textContent = `Search failed: ${error.message}`;
+    document.body.dataset.state = "error";
+    return;
+  }
+  show(answer);
+  const n = answer.faces.length;
+  status.textContent = n ? `${n} face${n > 1 ? "s" : ""} found.` : "No face found in this photo.";
+  document.body.dataset.state = "done";
+}
+
+function show(answer) {
+  const size = answer.image || { width: query.naturalWidth || 1, height: query.naturalHeight || 1 };
+  answer.faces.forEach((face, n) => {
+    const [top, right, bottom, left] = face.box;
+    const box = el("div", {
+      class: "box",
+      "data-face": n,
+      title: `face ${n + 1}`,
+      style: {
+        left: `${(100 * left) / size.width}%`,
+        top: `${(100 * top) / size.height}%`,
+        width: `${(100 * (right - left)) / size.width}%`,
+        height: `${(100 * (bottom - top)) / size.height}%`,
+      },
+    }, el("span", { text: String(n + 1) }));
+    boxes.append(box);
+
+    const matches = el("ol", { class: "matches" });
+    for (const m of face.matches) {
+      const near = m.distance < SAME_PERSON;
+      matches.append(el("li", {
+        class: `match${near ? " near" : ""}`,
+        "data-image-key": m.image_key,
+        "data-person-id": m.person_id || "",
+        "data-distance": m.distance,
+      },
+        el("a", { href: photoUrl(m.image_key, m.face_id), target: "_blank", rel: "noopener", title: m.image_key },
+          el("img", { class: "thumb", src: cropUrl(m.face_id, m.image_key), alt: m.image_key, loading: "lazy" })),
+        el("div", { class: "label" },
+          el("span", { class: "key", text: m.image_key }),
+          el("span", { class: "distance", text: m.distance.toFixed(3) }),
+          el("span", { class: "person", text: personLabel(m.person_id, m.name) })),
+      ));
+    }
+    if (!face.matches.length) matches.append(el("li", { class: "none", text: "No stored face is similar." }));
+    const card = el("section", { class: "face", "data-face": n },
+      el("h3", { text: `Face ${n + 1}` }), matches);
+    for (const node of [card, box]) {
+      node.addEventListener("mouseenter", () => highlight(n, true));
+      node.addEventListener("mouseleave", () => highlight(n, false));
+    }
+    facesList.append(card);
+  });
+}
+
+function highlight(n, on) {
+  for (const node of document.querySelectorAll(`[data-face="${n}"]`)) node.classList.toggle("hot", on);
+}
