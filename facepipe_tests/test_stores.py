@@ -48,6 +48,7 @@ from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError, s
 from facepipe.stores.embedded_pg import embedded_postgres
 
 SPAWN = multiprocessing.get_context("spawn")
+FORK = multiprocessing.get_context("fork")
 EVIL_KEY = "x'; DROP TABLE faces; --.jpg"
 
 
@@ -219,10 +220,9 @@ def test_qdrant_keep_open_holds_the_folder_until_close(qdrant_store: QdrantStore
 def test_qdrant_forked_child_never_borrows_the_parents_lock(qdrant_store: QdrantStore, data_dir: Path) -> None:
     """A fork inherits the open client and its flock; the child must wait like any other process."""
     rng = np.random.default_rng(10)
-    fork = multiprocessing.get_context("fork")
-    out = fork.Queue()
+    out = FORK.Queue()
     with qdrant_store.client():
-        child = fork.Process(target=qdrant_waiter, args=(str(data_dir), 0.5, out))
+        child = FORK.Process(target=qdrant_waiter, args=(str(data_dir), 0.5, out))
         child.start()
         msgs = [out.get(timeout=30), out.get(timeout=30)]
         child.join(10)
@@ -323,13 +323,14 @@ def test_two_processes_share_a_fresh_embedded_postgres(tmp_path: Path) -> None:
 
 
 def test_killed_users_do_not_wedge_embedded_postgres(tmp_path: Path) -> None:
+    """Forked users (cheap to start; also proves a fork registers itself instead of riding on its parent)."""
     data = tmp_path / "data"
     data.mkdir()
     pgdata = data / "postgres"
-    out = SPAWN.Queue()
+    out = FORK.Queue()
 
     # 1. a user killed hard: its pid stays registered, the server stays up
-    holder = SPAWN.Process(target=pg_holder, args=(str(data), out))
+    holder = FORK.Process(target=pg_holder, args=(str(data), out))
     holder.start()
     assert out.get(timeout=60) == ("ready", holder.pid, 3)
     os.kill(holder.pid, signal.SIGKILL)
@@ -338,8 +339,8 @@ def test_killed_users_do_not_wedge_embedded_postgres(tmp_path: Path) -> None:
     assert embedded_postgres(pgdata).running()
 
     # 2. a later process uses it, and on leaving drops the dead pid and stops the server
-    out = SPAWN.Queue()
-    reader = SPAWN.Process(target=pg_reader, args=(str(data), out))
+    out = FORK.Queue()
+    reader = FORK.Process(target=pg_reader, args=(str(data), out))
     reader.start()
     assert out.get(timeout=60) == ("ok", 3, 5)
     reader.join(30)
@@ -348,20 +349,35 @@ def test_killed_users_do_not_wedge_embedded_postgres(tmp_path: Path) -> None:
     assert json.loads((pgdata / ".handle_pids.json").read_text()) == []
 
     # 3. the server itself killed hard together with its user: the next process starts it again
-    holder = SPAWN.Process(target=pg_holder, args=(str(data), out))
+    holder = FORK.Process(target=pg_holder, args=(str(data), out))
     holder.start()
     assert out.get(timeout=60)[0] == "ready"
     postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
     os.kill(holder.pid, signal.SIGKILL)
     os.kill(postmaster, signal.SIGKILL)
     holder.join(10)
-    out = SPAWN.Queue()
-    reader = SPAWN.Process(target=pg_reader, args=(str(data), out))
+    out = FORK.Queue()
+    reader = FORK.Process(target=pg_reader, args=(str(data), out))
     reader.start()
     assert out.get(timeout=60) == ("ok", 5, 5)  # data survived (crash recovery), re-replace kept the count
     reader.join(30)
     assert reader.exitcode == 0
     assert not embedded_postgres(pgdata).running()
+
+
+def test_live_pool_survives_a_killed_embedded_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEPIPE_DATA", str(tmp_path))
+    rng = np.random.default_rng(13)
+    store = PgVectorStore()
+    store.replace_images(clustered_faces(rng, ["k.jpg"], 2, centers_for(rng, 1)))
+    server = embedded_postgres(tmp_path / "postgres")
+    os.kill(int((tmp_path / "postgres" / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.count() == 2  # restarted, recovered, reconnected
+    store.close()
+    assert not server.running()
 
 
 def test_reads_before_any_schema_are_empty(tmp_path: Path) -> None:

@@ -57,6 +57,12 @@ def _package() -> ModuleType:
     return postgres_server
 
 
+def _exists(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
+
+
 def _alive(pid: int) -> bool:
     import psutil
 
@@ -103,12 +109,8 @@ class EmbeddedPostgres:
             return self._uri
 
     def running(self) -> bool:
-        pid_file = self.pgdata / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError):
-            return False
-        return _alive(pid)
+        pid = self._postmaster_pid()
+        return pid is not None and _alive(pid)
 
     def attach(self, close: Callable[[], None]) -> str:
         """Join as a client (a pool, closed by `close` before the server stops) and get the URI.
@@ -129,27 +131,42 @@ class EmbeddedPostgres:
                 if not self._clients:
                     self.release()
 
-    def _start(self) -> None:
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _start(self, patience: float = 20.0) -> None:
         pkg = _package()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         with pkg.PostgresServer._lock:
             _registered(self.pgdata)
         # Never reuse a handle inherited through fork: it does not count this process as a user.
         pkg.PostgresServer._instances.pop(self.pgdata, None)
-        last: Exception | None = None
-        for attempt in range(3):
-            try:
-                server = pkg.PostgresServer(self.pgdata, cleanup_mode=None)
-                break
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError, OSError) as err:
-                # After a hard kill of the postmaster, its backends may hold shared memory for a moment.
-                last = err
-                time.sleep(0.5 * (attempt + 1))
-        else:
-            raise StoreError(
-                f"could not start the embedded Postgres in {self.pgdata} ({type(last).__name__}: {last}); "
-                f"see {self.pgdata / 'log'}, or set FACEPIPE_PG_DSN to use a server"
-            ) from last
+        deadline = time.monotonic() + patience
+        problem = ""
+        while True:
+            old = self._postmaster_pid()
+            if old is not None and not _alive(old) and _exists(old):
+                # A killed postmaster stays a zombie until its parent (init) reaps it; meanwhile the package
+                # takes it for a running server and Postgres refuses to start over its pid.
+                problem = f"the previous postmaster (pid {old}) has not been reaped yet"
+            else:
+                try:
+                    server = pkg.PostgresServer(self.pgdata, cleanup_mode=None)
+                    if self.running():
+                        break
+                    problem = "the server did not stay up"
+                except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError, OSError) as err:
+                    # e.g. backends of a killed postmaster still holding its shared memory for a moment
+                    problem = f"{type(err).__name__}: {err}"
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"could not start the embedded Postgres in {self.pgdata} ({problem}); "
+                    f"see {self.pgdata / 'log'}, or set FACEPIPE_PG_DSN to use a server"
+                )
+            time.sleep(0.25)
         atexit.unregister(server._cleanup)  # our release() is the one exit policy
         _hook_exit()
         if self._pid != os.getpid():

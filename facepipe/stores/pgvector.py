@@ -173,17 +173,13 @@ class PgVectorStore(dg.ConfigurableResource):
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit connection with pgvector types; wrap multi-statement work in `transaction()`."""
         pool = self._get_pool()
+        embedded = self._embedded
+        if embedded is not None and not embedded.running():
+            embedded.uri()  # the server died (killed, OOM): start it again; the pool then reconnects
         try:
             conn = pool.getconn()
         except PoolTimeout:
-            if resolve(self.dsn) is not None:
-                raise StoreError(f"no connection to the {self._where()} within 15 s") from None
-            assert self._embedded is not None
-            self._embedded.uri()  # the embedded server died: start it again, then retry once
-            try:
-                conn = pool.getconn()
-            except PoolTimeout:
-                raise StoreError(f"no connection to the {self._where()} within 15 s") from None
+            raise StoreError(f"no connection to the {self._where()} within 15 s") from None
         try:
             yield conn
         finally:
