@@ -67,7 +67,10 @@ def index_batch(
 ) -> BatchSummary:
     started = time.perf_counter()
     summary = BatchSummary()
+    forgotten = manifest.forgotten_face_ids()
     for record in extract_many(jobs_for(keys, images_root), settings, workers):
+        if forgotten:  # faces the user erased stay erased when their photo is processed again
+            record.faces = [f for f in record.faces if f.face_id not in forgotten]
         parquet.write(record)
         manifest.mark_indexed(record.image_key, record.sha256, settings.model_version, record.status)
         summary.images += 1

@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_sha256 TEXT,
     indexed_version TEXT,
     status TEXT
-)
+);
+-- Photos and faces the user asked to forget: never indexed again until the user asks.
+CREATE TABLE IF NOT EXISTS forgotten_images (key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS forgotten_faces (face_id TEXT PRIMARY KEY);
 """
 
 
@@ -98,7 +101,7 @@ class Manifest:
         self.images_root = images_root.resolve()
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -115,8 +118,11 @@ class Manifest:
         plan = SyncPlan()
         with self._db() as db:
             known = {row[0]: row[1:] for row in db.execute("SELECT key, size, mtime_ns, sha256 FROM files")}
+            forgotten = {row[0] for row in db.execute("SELECT key FROM forgotten_images")}
         seen: set[str] = set()
         for key, size, mtime_ns in scan(self.images_root):
+            if key in forgotten:
+                continue
             seen.add(key)
             previous = known.get(key)
             if previous is not None and previous[0] == size and previous[1] == mtime_ns:
@@ -174,6 +180,29 @@ class Manifest:
     def remove(self, keys: Iterable[str]) -> None:
         with self._db() as db:
             db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
+
+    def forget_images(self, keys: Iterable[str]) -> None:
+        """Drop the files' rows and keep them out of every later diff, even while the files exist."""
+        keys = list(keys)
+        with self._db() as db:
+            db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
+            db.executemany("INSERT OR IGNORE INTO forgotten_images(key) VALUES (?)", [(k,) for k in keys])
+
+    def forget_faces(self, face_ids: Iterable[str]) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR IGNORE INTO forgotten_faces(face_id) VALUES (?)", [(f,) for f in face_ids])
+
+    def remember_images(self, keys: Iterable[str]) -> list[str]:
+        """Undo forget_images: the next diff sees the files again (if they still exist). Returns the keys undone."""
+        keys = list(keys)
+        with self._db() as db:
+            present = [k for k in keys if db.execute("SELECT 1 FROM forgotten_images WHERE key = ?", (k,)).fetchone()]
+            db.executemany("DELETE FROM forgotten_images WHERE key = ?", [(k,) for k in present])
+        return present
+
+    def forgotten_face_ids(self) -> set[str]:
+        with self._db() as db:
+            return {row[0] for row in db.execute("SELECT face_id FROM forgotten_faces")}
 
     def keys(self) -> list[str]:
         with self._db() as db:

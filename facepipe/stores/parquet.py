@@ -144,6 +144,22 @@ class ParquetStore(dg.ConfigurableResource):
             return FACE_SCHEMA.empty_table().select(columns or FACE_SCHEMA.names)
         return pq.read_table(path, columns=columns)
 
+    def drop_faces(self, face_ids: set[str]) -> int:
+        """Rewrite the images that hold any of these faces without them; returns how many were dropped."""
+        index = self.faces(["image_key", "face_id"])
+        keys = {k for k, f in zip(*index.to_pydict().values(), strict=True) if f in face_ids}
+        dropped = 0
+        for key in sorted(keys):
+            faces = self.load_faces([key])[key]
+            kept = [f for f in faces if f.face_id not in face_ids]
+            dropped += len(faces) - len(kept)
+            path = self._file(self.faces_dir, key)
+            if kept:
+                _write_atomic(faces_table(kept), path)
+            else:
+                path.unlink(missing_ok=True)
+        return dropped
+
     def load_faces(self, image_keys: Iterable[str]) -> dict[str, list[Face]]:
         """The stored faces of each image as records (what the vector stores are filled from)."""
         return {key: faces_from_table(self.read_faces(key)) for key in image_keys}
