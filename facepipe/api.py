@@ -44,6 +44,11 @@ from facepipe.stores.parquet import ParquetStore
 WEB = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD = 20 * 1024 * 1024
 """Bytes per upload (413 above): a 50-megapixel JPEG fits, a video or an archive does not."""
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+"""The pages load only their own scripts and styles (/docs is left alone: Swagger UI comes from a CDN)."""
 SEARCHES_AT_ONCE = 2
 """Face extraction is CPU- and memory-heavy: more concurrent uploads wait instead of piling up."""
 
@@ -227,9 +232,9 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
         raise HTTPException(415, f"send the photo as multipart/form-data with a field 'image' (got {ctype or 'none'})")
     try:
         form = await request.form(max_files=1, max_fields=8)
-    except UploadTooLarge:
-        raise
     except Exception as exc:
+        if _caused_by(exc, UploadTooLarge):
+            raise UploadTooLarge from None
         raise HTTPException(400, f"malformed multipart body: {exc}") from None
     upload = form.get("image")
     if not isinstance(upload, UploadFile):
@@ -241,6 +246,18 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     if not data:
         raise HTTPException(400, "the uploaded file is empty")
     return data
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is in `exc`, its causes or (exception groups from task groups) its sub-exceptions."""
+    seen: list[BaseException] = [exc]
+    while seen:
+        e = seen.pop()
+        if isinstance(e, kind):
+            return True
+        seen.extend(getattr(e, "exceptions", ()))
+        seen.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return False
 
 
 def upright_size(data: bytes) -> ImageSize | None:
@@ -296,27 +313,17 @@ def create_app(
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.url.path in ("/", "/people"):  # not /docs: Swagger UI loads its scripts from a CDN
-            response.headers.setdefault(
-                "Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'"
-            )
-        return response
-
     app.add_middleware(LimitUploads, max_bytes=max_upload)
 
     # pages ----------------------------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
     def page_search() -> FileResponse:
-        return FileResponse(WEB / "index.html", media_type="text/html")
+        return FileResponse(WEB / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
     @app.get("/people", include_in_schema=False)
     def page_people() -> FileResponse:
-        return FileResponse(WEB / "people.html", media_type="text/html")
+        return FileResponse(WEB / "people.html", media_type="text/html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 

@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS persons (
     updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS faces (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: edges and seeds refer to it
     face_id TEXT NOT NULL UNIQUE,
     image_key TEXT NOT NULL,
     embedding BLOB NOT NULL,     -- float32[128]
@@ -434,6 +434,7 @@ class People:
                     else:  # same face, new embedding (other settings): keep its row and cluster
                         db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (_blob(emb), row_id))
                         added.append(row_id)
+            seeds -= removed
             for key, faces in now_faces.items():
                 for fid, emb in faces.items():
                     cur = db.execute(
@@ -444,7 +445,7 @@ class People:
             report.added, report.removed = len(added), len(removed)
             if added:
                 self._link(db, added)
-            seeds = (seeds | set(added)) - removed
+            seeds |= set(added)
 
             # 3. Cluster again the components that changed; every other face keeps its person.
             before = dict(db.execute("SELECT face_id, person_id FROM faces WHERE person_id IS NOT NULL"))

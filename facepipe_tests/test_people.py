@@ -1,0 +1,386 @@
+"""People: clustering, stable ids, names, merges; then the same on the real knn photos through
+`facepipe index`, the stores and `facepipe people / person`, and search accuracy on knn `test/`.
+
+The first half runs facepipe.people on synthetic Parquet (embeddings around chosen centres, on
+dlib's scale: a person's faces ~0.3 apart, people ~1.6 apart), so it needs no face detection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from facepipe.cli import main
+from facepipe.faces.records import Face, ImageRecord, face_id
+from facepipe.people import People, PeopleError
+from facepipe.stores.parquet import ParquetStore
+from facepipe_tests.conftest import KNN
+
+# -- synthetic -------------------------------------------------------------------------------------------
+
+RNG = np.random.default_rng(7)
+CENTRES = {name: RNG.normal(0, 0.1, 128) for name in "ABCDEFG"}
+
+
+def face(key: str, who: str, n: int = 0, tag: str = "v1", noise: float = 0.02) -> Face:
+    box = (10 + 50 * n, 50 + 50 * n, 50 + 50 * n, 10 + 50 * n)
+    return Face(
+        face_id=face_id(key, f"sha-{tag}", box),
+        image_key=key,
+        sha256=f"sha-{tag}",
+        top=box[0],
+        right=box[1],
+        bottom=box[2],
+        left=box[3],
+        score=None,
+        detector="hog",
+        embedding=(CENTRES[who] + RNG.normal(0, noise, 128)).astype(np.float32),
+        crop=b"jpeg",
+        model_version=tag,
+    )
+
+
+class Recorder:
+    """A store that records the person ids it is sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, str | None]] = []
+
+    def set_person_ids(self, mapping) -> None:
+        self.calls.append(dict(mapping))
+
+    @property
+    def sent(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for call in self.calls:
+            out.update(call)
+        return out
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[ParquetStore, People]]:
+    parquet = ParquetStore(root=str(tmp_path / "data" / "parquet"))
+    yield parquet, People(tmp_path / "data", parquet)
+
+
+def write(parquet: ParquetStore, key: str, *people: str, tag: str = "v1") -> list[Face]:
+    faces = [face(key, who, n, tag) for n, who in enumerate(people)]
+    parquet.write(ImageRecord(key, f"sha-{tag}", "ok", faces=faces))
+    return faces
+
+
+def persons_of(parquet: ParquetStore) -> dict[str, list[str | None]]:
+    """image_key -> person ids of its faces (left to right), as the Parquet holds them."""
+    rows = parquet.faces(["image_key", "left", "person_id"]).to_pylist()
+    out: dict[str, list] = {}
+    for r in sorted(rows, key=lambda r: (r["image_key"], r["left"])):
+        out.setdefault(r["image_key"], []).append(r["person_id"])
+    return out
+
+
+def mtimes(parquet: ParquetStore) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in parquet.iter_face_files()}
+
+
+def test_clusters_leave_singletons_and_same_photo_faces_unassigned(lab):
+    parquet, people = lab
+    write(parquet, "a.jpg", "A")
+    write(parquet, "b.jpg", "A", "B")
+    write(parquet, "c.jpg", "B")
+    write(parquet, "d.jpg", "C")  # seen once
+    write(parquet, "e.jpg", "D", "D")  # two look-alikes in one photo are two people
+    report = people.update()
+    assert (report.faces, report.assigned, report.persons) == (7, 4, 2)
+    got = persons_of(parquet)
+    a, b = got["a.jpg"][0], got["c.jpg"][0]
+    assert a and b and a != b
+    assert got == {"a.jpg": [a], "b.jpg": [a, b], "c.jpg": [b], "d.jpg": [None], "e.jpg": [None, None]}
+    assert [(p.person_id, p.faces, p.image_keys) for p in people.list()] == [
+        (a, 2, ["a.jpg", "b.jpg"]),
+        (b, 2, ["b.jpg", "c.jpg"]),
+    ]
+
+
+def test_ids_and_names_survive_new_photos_and_new_face_ids(lab):
+    parquet, people = lab
+    for key, who in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]:
+        write(parquet, f"{key}.jpg", who)
+    people.update()
+    before = persons_of(parquet)
+    a, b = before["a1.jpg"][0], before["b1.jpg"][0]
+    people.name(a, "  Ada   Lovelace ")
+    assert people.get(a).name == "Ada Lovelace"
+
+    # More photos: a third of A, and a new person C. Existing ids do not move.
+    write(parquet, "a3.jpg", "A")
+    write(parquet, "c1.jpg", "C")
+    write(parquet, "c2.jpg", "C")
+    report = people.update()
+    now = persons_of(parquet)
+    assert {k: v for k, v in now.items() if k in before} == before
+    assert now["a3.jpg"] == [a] and now["c1.jpg"] == now["c2.jpg"] and now["c1.jpg"][0] not in (a, b)
+    assert report.new_persons == [now["c1.jpg"][0]]
+
+    # Every photo processed again with other settings: all face ids change. Ids and names stay.
+    for key in now:
+        who = {"a": "A", "b": "B", "c": "C"}[key[0]]
+        write(parquet, key, who, tag="v2")
+    report = people.update()
+    assert (report.added, report.removed, report.new_persons) == (7, 7, [])
+    assert persons_of(parquet) == now
+    assert people.get(a).name == "Ada Lovelace"
+
+
+def test_only_changed_files_are_rewritten_and_sent_to_the_stores(lab):
+    parquet, people = lab
+    for key, who in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]:
+        write(parquet, f"{key}.jpg", who)
+    store = Recorder()
+    people.update([store])
+    assert len(store.sent) == 4
+    a = persons_of(parquet)["a1.jpg"][0]
+    assert not people.is_stale()
+
+    # Nothing changed: nothing read, written or sent.
+    before, store.calls = mtimes(parquet), []
+    report = people.update([store])
+    assert (report.files_read, report.files_rewritten, report.changed, store.sent) == (0, 0, 0, {})
+
+    # One new photo of A: only its file gets a person id, only its face goes to the stores.
+    (new,) = write(parquet, "a3.jpg", "A")
+    assert people.is_stale()
+    report = people.update([store])
+    after = mtimes(parquet)
+    assert {k for k in after if after[k] != before.get(k)} == {"a3.jpg.parquet"}
+    assert store.sent == {new.face_id: a}
+
+    # The faces asset rewrites a photo (same faces, person_id null) and exports it like that:
+    # the next update puts the id back in that file and in the stores.
+    store.calls = []
+    faces = write(parquet, "a1.jpg", "A")
+    assert persons_of(parquet)["a1.jpg"] == [None]
+    report = people.update([store])
+    assert persons_of(parquet)["a1.jpg"] == [a]
+    assert store.sent == {faces[0].face_id: a} and report.files_rewritten == 1
+
+
+def test_merge_holds_through_reclustering_and_deletions(lab):
+    parquet, people = lab
+    for key, who in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]:
+        write(parquet, f"{key}.jpg", who)
+    people.update()
+    got = persons_of(parquet)
+    a, b = got["a1.jpg"][0], got["b1.jpg"][0]
+    people.name(b, "Bea")
+    store = Recorder()
+    person, moved = people.merge(a, b, [store])
+    assert (person.person_id, person.name, person.faces, moved) == (a, "Bea", 4, 2)
+    assert all(v == [a] for v in persons_of(parquet).values())
+    assert set(store.sent.values()) == {a} and len(store.sent) == 2
+    assert [p.person_id for p in people.list()] == [a]
+    assert people.get(b).person_id == a  # the old id answers as the person it joined
+    with pytest.raises(PeopleError, match="already the same person"):
+        people.merge(b, a)
+    with pytest.raises(PeopleError, match="no person"):
+        people.merge(a, "p999")
+
+    # B's cluster grows: still A.
+    write(parquet, "b3.jpg", "B")
+    people.update()
+    assert persons_of(parquet)["b3.jpg"] == [a]
+
+    # All of B's photos leave, then come back (new face ids): back into A, not a new person.
+    for key in ("b1", "b2", "b3"):
+        parquet.delete(f"{key}.jpg")
+    people.update()
+    assert [(p.person_id, p.faces) for p in people.list()] == [(a, 2)]
+    write(parquet, "b4.jpg", "B", tag="v2")
+    write(parquet, "b5.jpg", "B", tag="v2")
+    report = people.update()
+    assert report.new_persons == []
+    assert persons_of(parquet)["b4.jpg"] == [a] and people.get(a).faces == 4
+
+
+def test_state_is_readable_for_analytics(lab):
+    parquet, people = lab
+    for key, who in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]:
+        write(parquet, f"{key}.jpg", who)
+    people.update()
+    pid = persons_of(parquet)["a1.jpg"][0]
+    people.name(pid, "Ada")
+    rows = duckdb.sql(f"SELECT person_id, name, faces, images FROM '{people.snapshot_path}' ORDER BY 1").fetchall()
+    assert sorted(rows) == sorted([(pid, "Ada", 2, 2), (persons_of(parquet)["b1.jpg"][0], None, 2, 2)])
+    import sqlite3
+
+    with sqlite3.connect(people.path) as db:
+        assert db.execute("SELECT name, faces FROM people WHERE person_id = ?", (pid,)).fetchone() == ("Ada", 2)
+
+
+# -- the real photos ---------------------------------------------------------------------------------------
+
+TEST_LABELS = {  # knn test/ photo -> train/ folder of each face, left to right (None: nobody in train/)
+    "alex_lacamoire1.jpg": ["alex_lacamoire"],
+    "johnsnow_test1.jpg": ["kit_harington"],
+    "kit_with_rose.jpg": ["rose_leslie", "kit_harington"],
+    "obama1.jpg": ["obama"],
+    "obama_and_biden.jpg": ["biden", "obama", None],  # the girl at the right edge
+}
+
+
+_KNN: dict[str, Path] = {}
+
+
+def knn_train(tmp_path_factory: pytest.TempPathFactory, mp: pytest.MonkeyPatch) -> Path:
+    """knn `train/` indexed (HOG) once per test session in its own images, data and Dagster folders;
+    points the environment at it. Shared read-only by test_people and test_api."""
+    from facepipe.runner import ensure_dagster_home
+
+    root = _KNN.get("root") or tmp_path_factory.mktemp("knn")
+    for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN"):
+        mp.delenv(name, raising=False)
+    for name, value in {
+        "FACEPIPE_IMAGES": root / "images",
+        "FACEPIPE_DATA": root / "data",
+        "DAGSTER_HOME": root / "dagster",
+        "FACEPIPE_WORKERS": "1",
+        "FACEPIPE_DETECTOR": "hog",
+    }.items():
+        mp.setenv(name, str(value))
+    if "root" not in _KNN:
+        shutil.copytree(KNN / "train", root / "images")
+        ensure_dagster_home()
+        assert main(["index", "--quiet"]) == 0
+        _KNN["root"] = root
+    return root
+
+
+@pytest.fixture(scope="module")
+def knn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield knn_train(tmp_path_factory, mp)
+
+
+def cli_json(capsys, *args: str):
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_each_train_folder_is_one_person(knn, capsys):
+    people = cli_json(capsys, "people")
+    by_folder: dict[str, set[str]] = {}
+    for p in people:
+        assert p["faces"] == len(p["image_keys"]) and p["name"] is None
+        for key in p["image_keys"]:
+            by_folder.setdefault(key.split("/")[0], set()).add(p["person_id"])
+    folders = {d.name: len(list(d.iterdir())) for d in (KNN / "train").iterdir()}
+    # alex_lacamoire has one photo in train/: a face seen once stays unassigned, so no person yet.
+    assert set(by_folder) == {f for f, n in folders.items() if n > 1}
+    assert all(len(ids) == 1 for ids in by_folder.values()), by_folder
+    assert len({next(iter(ids)) for ids in by_folder.values()}) == len(by_folder)
+    assert len(people) == 4
+
+    # Parquet and both stores carry the same person ids.
+    from facepipe.definitions import defs
+
+    parquet = defs.resources["parquet"]
+    expected = {r["face_id"]: r["person_id"] for r in parquet.faces(["face_id", "person_id"]).to_pylist()}
+    assert sum(v is None for v in expected.values()) == 1
+    keys = sorted(parquet.image_keys())
+    for name in ("qdrant", "pgvector"):
+        store = defs.resources[name]
+        try:
+            got = {m.face_id: m.person_id for ms in store.faces_of_images(keys).values() for m in ms}
+        finally:
+            store.close()
+        assert got == expected, name
+
+
+def test_every_test_face_finds_its_own_person_first(knn):
+    """knn `test/`, in both stores: each face's nearest train face is its person's, within 0.6, and every
+    other person is farther than 0.6; the girl in obama_and_biden (nobody in train/) has no one within 0.6."""
+    from facepipe import query
+    from facepipe.definitions import defs
+
+    stores = {name: defs.resources[name] for name in ("qdrant", "pgvector")}
+    try:
+        for name, labels in TEST_LABELS.items():
+            faces = sorted(query.faces_in((KNN / "test" / name).read_bytes()), key=lambda f: f.left)
+            assert len(faces) == len(labels), name
+            for store_name, store in stores.items():
+                results = store.search_many([f.embedding for f in faces], top_k=10)
+                for matches, label in zip(results, labels, strict=True):
+                    first, where = matches[0], (store_name, name, label)
+                    if label is None:
+                        assert first.distance > query.SAME_PERSON, (where, first)
+                        continue
+                    assert first.image_key.split("/")[0] == label, (where, first)
+                    assert first.distance < query.SAME_PERSON, (where, first)
+                    others = [m for m in matches if m.image_key.split("/")[0] != label]
+                    assert others[0].distance > query.SAME_PERSON, (where, others[0])
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def test_person_goes_through_the_cluster_or_by_distance(knn, capsys):
+    photos = cli_json(capsys, "person", str(KNN / "test/obama1.jpg"))
+    assert [p["image_key"] for p in photos] == ["obama/obama.jpg", "obama/obama2.jpg"]
+    assert main(["person", str(KNN / "test/obama1.jpg")]) == 0
+    assert "2 photos of person p" in capsys.readouterr().out
+    # alex_lacamoire is a singleton in train/: found by distance, not through a cluster.
+    photos = cli_json(capsys, "person", str(KNN / "test/alex_lacamoire1.jpg"), "--store", "pgvector")
+    assert [p["image_key"] for p in photos] == ["alex_lacamoire/img1.jpg"]
+    assert main(["person", str(KNN / "test/alex_lacamoire1.jpg")]) == 0
+    assert "in no person cluster" in capsys.readouterr().out
+
+
+def test_cli_names_merges_and_new_photos(env, capsys):
+    """Through `facepipe index` and `facepipe people`: a name and a merge survive more photos, and
+    alex_lacamoire becomes a person once a second photo of him arrives."""
+    for folder in ("obama", "biden", "alex_lacamoire"):
+        for photo in (KNN / "train" / folder).iterdir():
+            env.add(photo, f"{folder}/{photo.name}")
+    assert cli_json(capsys, "index", "--quiet")["people"] == {"persons": 2}
+    ids = {p["image_keys"][0].split("/")[0]: p["person_id"] for p in cli_json(capsys, "people")}
+    assert set(ids) == {"obama", "biden"}
+    assert main(["people", "name", ids["obama"], "Barack Obama"]) == 0
+    assert main(["people", "name", "p999", "Nobody"]) == 2
+    assert "no person 'p999'" in capsys.readouterr().err
+
+    # New photos: obama1 joins Obama; alex's second photo makes him a person.
+    env.add(KNN / "test/obama1.jpg", "new/obama1.jpg")
+    env.add(KNN / "test/alex_lacamoire1.jpg", "new/alex.jpg")
+    cli_json(capsys, "index", "--quiet")
+    people = {p["person_id"]: p for p in cli_json(capsys, "people")}
+    obama = people[ids["obama"]]
+    assert obama["name"] == "Barack Obama" and "new/obama1.jpg" in obama["image_keys"]
+    assert people[ids["biden"]]["image_keys"] == ["biden/biden.jpg", "biden/biden2.jpg"]
+    (alex,) = [p for p in people.values() if p["person_id"] not in ids.values()]
+    assert alex["image_keys"] == ["alex_lacamoire/img1.jpg", "new/alex.jpg"] and alex["name"] is None
+
+    # Merge alex into biden (wrongly, on purpose): kept across a re-index that re-clusters.
+    assert main(["people", "merge", ids["biden"], alex["person_id"]]) == 0
+    assert "folded into" in capsys.readouterr().out
+    env.add(KNN / "test/alex_lacamoire1.jpg", "new/alex again.jpg")
+    cli_json(capsys, "index", "--quiet")
+    people = {p["person_id"]: p for p in cli_json(capsys, "people")}
+    assert set(people) == {ids["obama"], ids["biden"]}
+    assert "new/alex again.jpg" in people[ids["biden"]]["image_keys"]
+    from facepipe.definitions import defs
+
+    rows = defs.resources["parquet"].faces(["image_key", "person_id"]).to_pylist()
+    assert {r["person_id"] for r in rows if r["image_key"].startswith(("alex", "new/alex"))} == {ids["biden"]}
+
+    # A deleted photo leaves its person (no run needed: `facepipe index` re-clusters).
+    os.remove(env.images / "new/obama1.jpg")
+    cli_json(capsys, "index", "--quiet")
+    people = {p["person_id"]: p for p in cli_json(capsys, "people")}
+    assert people[ids["obama"]]["image_keys"] == ["obama/obama.jpg", "obama/obama2.jpg"]
