@@ -83,7 +83,7 @@ function show(answer) {
         el("div", { class: "label" },
           el("span", { class: "key", text: m.image_key }),
           el("span", { class: "distance", text: m.distance.toFixed(3) }),
-          el("span", { class: "person", text: personLabel(m.person_id, m.name) })),
+          el("span", { class: "who", text: personLabel(m.person_id, m.name) })),
       ));
     }
     if (!face.matches.length) matches.append(el("li", { class: "none", text: "No stored face is similar." }));
