@@ -264,6 +264,21 @@ def test_qdrant_lock_between_processes(qdrant_store: QdrantStore, data_dir: Path
     assert quick.exitcode == 0 and patient.exitcode == 0
 
 
+def test_pg_dsn_mode_runs_the_same_code(pg_store: PgVectorStore, data_dir: Path) -> None:
+    """FACEPIPE_PG_DSN mode, pointed at the embedded server's socket: a real server without Docker."""
+    wipe(pg_store)
+    rng = np.random.default_rng(14)
+    batch = clustered_faces(rng, ["dsn1.jpg", "dsn2.jpg"], 2, centers_for(rng, 2))
+    server = embedded_postgres(data_dir / "postgres")
+    by_dsn = PgVectorStore(dsn=server.uri())
+    by_dsn.ensure_schema()
+    by_dsn.replace_images(batch)
+    assert pg_store.face_ids_by_image() == ids_of(batch)
+    assert by_dsn.search(batch["dsn2.jpg"][1].embedding, top_k=1)[0].face_id == batch["dsn2.jpg"][1].face_id
+    by_dsn.close()
+    assert server.running() and pg_store.count() == 4  # a DSN store never stops a server
+
+
 def test_pg_unchanged_rows_are_not_rewritten(pg_store: PgVectorStore) -> None:
     wipe(pg_store)
     rng = np.random.default_rng(11)
