@@ -486,7 +486,7 @@ class People:
         path = self.parquet.faces_dir / rel
         try:
             st = path.stat()
-            table = pq.read_table(path, columns=_FACE_COLUMNS)
+            table = pq.read_table(path, columns=_FACE_COLUMNS, use_threads=False)
         except FileNotFoundError:
             return None, (0, 0)
         return table, (st.st_mtime_ns, st.st_size)
@@ -654,7 +654,7 @@ class People:
             before = _stat(path)
             expected = stats[rel][1] if rel in stats else known.get(rel)
             try:
-                table = pq.read_table(path)
+                table = pq.read_table(path, use_threads=False)
             except FileNotFoundError:
                 continue
             ids = table.column("face_id").to_pylist()
