@@ -116,7 +116,7 @@ def test_hostile_image_key(store: FaceStore) -> None:
 def test_set_person_ids(store: FaceStore) -> None:
     rng = np.random.default_rng(4)
     batch = clustered_faces(rng, ["p1.jpg", "p2.jpg", "p3.jpg"], 2, centers_for(rng, 2))
-    f = {k: v for k, v in batch.items()}
+    f = batch
     store.replace_images(batch)
     store.set_person_ids(
         {
