@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -145,7 +146,7 @@ class UpdateReport:
         return out
 
 
-class PersonIdSink:
+class PersonIdSink(Protocol):
     """What a store must offer to receive person ids (both FaceStores do)."""
 
     def set_person_ids(self, mapping: Mapping[str, str | None]) -> None: ...

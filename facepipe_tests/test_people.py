@@ -384,3 +384,61 @@ def test_cli_names_merges_and_new_photos(env, capsys):
     cli_json(capsys, "index", "--quiet")
     people = {p["person_id"]: p for p in cli_json(capsys, "people")}
     assert people[ids["obama"]]["image_keys"] == ["obama/obama.jpg", "obama/obama2.jpg"]
+
+
+# -- automation ----------------------------------------------------------------------------------------------
+
+
+def test_eager_waits_for_every_photo_then_asks_once(env):
+    """`people` is requested once every partition's faces and exports are in, not per batch."""
+    import dagster as dg
+
+    from facepipe.definitions import defs
+
+    selection = dg.AssetSelection.assets("people")
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("images", ["a.jpg", "b.jpg"])
+
+        def evaluate(cursor=None):
+            return dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, asset_selection=selection, cursor=cursor
+            )
+
+        def done(asset: str, partition: str | None = None) -> None:
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
+
+        result = evaluate()
+        assert result.total_requested == 0
+        for asset in ("faces", "qdrant_faces", "pgvector_faces"):
+            done(asset, "a.jpg")
+        result = evaluate(result.cursor)
+        assert result.total_requested == 0, "b.jpg is still missing"
+        for asset in ("faces", "qdrant_faces", "pgvector_faces"):
+            done(asset, "b.jpg")
+        result = evaluate(result.cursor)
+        assert result.total_requested == 1
+        done("people")
+        assert evaluate(result.cursor).total_requested == 0
+
+
+def test_people_sensor_asks_for_a_run_only_when_the_parquet_moved(env):
+    import dagster as dg
+
+    from facepipe.definitions import defs
+    from facepipe.defs.people import people_sensor
+
+    def tick() -> dg.SensorResult:
+        with (
+            dg.DagsterInstance.get() as instance,
+            dg.build_sensor_context(instance=instance, resources=defs.resources) as context,
+        ):
+            return people_sensor(context)
+
+    assert not tick().run_requests
+    parquet = defs.resources["parquet"]
+    write(parquet, "a.jpg", "A")
+    assert len(tick().run_requests) == 1
+    People().update()
+    assert not tick().run_requests
+    parquet.delete("a.jpg")  # what the images sensor does for a deleted photo
+    assert len(tick().run_requests) == 1
