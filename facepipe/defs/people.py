@@ -64,12 +64,11 @@ def people_sensor(context: dg.SensorEvaluationContext, parquet: ParquetStore) ->
     """A run when the faces Parquet differs from what people last saw (deleted photos, mostly)."""
     if not People(parquet=parquet).is_stale():
         return dg.SensorResult(skip_reason="people are up to date with the faces Parquet")
-    in_flight = context.instance.get_run_records(
-        dg.RunsFilter(job_name=people_job.name, statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTED]),
-        limit=1,
-    )
-    if in_flight:
-        return dg.SensorResult(skip_reason="a people run is already on its way")
+    waiting = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING]
+    in_flight = context.instance.get_runs(dg.RunsFilter(statuses=[*waiting, dg.DagsterRunStatus.STARTED]), limit=100)
+    if any(people.key in (run.asset_selection or ()) for run in in_flight):
+        # An index batch, an images-sensor run or the automation sensor's run will bring people up to date.
+        return dg.SensorResult(skip_reason="a run that includes people is already on its way")
     return dg.SensorResult(run_requests=[dg.RunRequest()])
 
 
