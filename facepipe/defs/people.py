@@ -50,6 +50,8 @@ def people(
 
 
 people_job = dg.define_asset_job("people_job", selection=[people], description="Cluster faces into persons.")
+PEOPLE_JOBS = {people_job.name, "index_images"}
+"""Jobs whose runs end with `people` (index_images selects everything downstream of faces)."""
 
 people_automation = dg.AutomationConditionSensorDefinition(
     "people_automation",
@@ -66,7 +68,7 @@ def people_sensor(context: dg.SensorEvaluationContext, parquet: ParquetStore) ->
         return dg.SensorResult(skip_reason="people are up to date with the faces Parquet")
     waiting = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING]
     in_flight = context.instance.get_runs(dg.RunsFilter(statuses=[*waiting, dg.DagsterRunStatus.STARTED]), limit=100)
-    if any(people.key in (run.asset_selection or ()) for run in in_flight):
+    if any(run.job_name in PEOPLE_JOBS or people.key in (run.asset_selection or ()) for run in in_flight):
         # An index batch, an images-sensor run or the automation sensor's run will bring people up to date.
         return dg.SensorResult(skip_reason="a run that includes people is already on its way")
     return dg.SensorResult(run_requests=[dg.RunRequest()])
