@@ -385,6 +385,45 @@ class People:
         self.write_snapshot()
         return self.get(a), len(moved)
 
+    def forget(self, person_id: str) -> list[str]:
+        """Erase a person: its row (name, centroid), the persons merged into it, and its faces' embeddings
+        and edges here. The caller erases the faces from Parquet and the stores; the next `update` clusters
+        the faces that were linked to them again (their ids are kept as pending seeds until then).
+        Returns the person ids erased."""
+        with self._writing() as db:
+            pid = self._canonical(db, person_id)
+            rows = db.execute("SELECT person_id, merged_into FROM persons").fetchall()
+            gone = {pid}
+            while True:
+                more = {p for p, into in rows if into in gone} - gone
+                if not more:
+                    break
+                gone |= more
+            marks = ",".join("?" * len(gone))
+            ids = [
+                i
+                for (i,) in db.execute(
+                    f"SELECT id FROM faces WHERE cluster IN ({marks}) OR person_id IN ({marks})", [*gone, *gone]
+                )
+            ]
+            seeds: set[int] = set()
+            for row_id in ids:
+                seeds |= self._unlink(db, row_id)
+            db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
+            db.execute(f"DELETE FROM persons WHERE person_id IN ({marks})", list(gone))
+            pending = self._pending(db) | (seeds - set(ids))
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('pending_seeds', ?)",
+                (",".join(map(str, sorted(pending))),),
+            )
+        self.write_snapshot()
+        return sorted(gone, key=_pid_number)
+
+    @staticmethod
+    def _pending(db: sqlite3.Connection) -> set[int]:
+        row = db.execute("SELECT value FROM meta WHERE key = 'pending_seeds'").fetchone()
+        return {int(v) for v in row[0].split(",") if v} if row else set()
+
     # -- clustering ------------------------------------------------------------------------------------------
 
     def update(self, stores: Sequence[PersonIdSink] = ()) -> UpdateReport:
@@ -447,6 +486,12 @@ class People:
             if added:
                 self._link(db, added)
             seeds |= set(added)
+            # Faces that were linked to a forgotten person: cluster their components again.
+            pending = self._pending(db)
+            for batch in _chunks(sorted(pending)):
+                marks = ",".join("?" * len(batch))
+                seeds |= {i for (i,) in db.execute(f"SELECT id FROM faces WHERE id IN ({marks})", list(batch))}
+            db.execute("DELETE FROM meta WHERE key = 'pending_seeds'")
 
             # 3. Cluster again the components that changed; every other face keeps its person.
             before = dict(db.execute("SELECT face_id, person_id FROM faces WHERE person_id IS NOT NULL"))

@@ -208,6 +208,35 @@ def test_merge_holds_through_reclustering_and_deletions(lab):
     assert persons_of(parquet)["b4.jpg"] == [a] and people.get(a).faces == 4
 
 
+def test_forgetting_a_person_erases_it_for_good(lab):
+    parquet, people = lab
+    for key, who in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B"), ("c1", "C"), ("c2", "C")]:
+        write(parquet, f"{key}.jpg", who)
+    people.update()
+    got = persons_of(parquet)
+    a, b, c = got["a1.jpg"][0], got["b1.jpg"][0], got["c1.jpg"][0]
+    people.name(a, "Ada")
+    people.merge(a, c)  # C was folded into A: the same person, forgotten with it
+    assert people.forget(a) == sorted([a, c], key=lambda p: int(p[1:]))
+    # What `facepipe forget --person` does next: the faces leave the Parquet and the stores, then update.
+    for key in ("a1", "a2", "c1", "c2"):
+        parquet.delete(f"{key}.jpg")
+    people.update()
+    assert [(p.person_id, p.faces) for p in people.list()] == [(b, 2)]
+    with pytest.raises(PeopleError):
+        people.get(a)
+    import sqlite3
+
+    with sqlite3.connect(people.path) as db:  # no name, centroid or embedding of theirs is left
+        assert db.execute("SELECT count(*) FROM persons WHERE person_id IN (?, ?)", (a, c)).fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM faces").fetchone() == (2,)
+    # Photos of them arriving later make a new person: nothing to reclaim the old id from.
+    write(parquet, "a3.jpg", "A")
+    write(parquet, "a4.jpg", "A")
+    report = people.update()
+    assert len(report.new_persons) == 1 and report.new_persons[0] not in (a, b, c)
+
+
 def test_state_is_readable_for_analytics(lab):
     parquet, people = lab
     for key, who in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("b2", "B")]:
