@@ -205,6 +205,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from facepipe.forget import forget_person, forget_photos, remember_photos
+
+    if args.undo:
+        undone = remember_photos(args.image_keys)
+        print(f"{len(undone)} photos will be indexed again by the next `facepipe index` or sensor tick.")
+        return 0
+    if args.person:
+        if args.image_keys:
+            raise UsageError("give either IMAGE_KEY... or --person PERSON_ID, not both")
+        try:
+            faces = forget_person(args.person)
+        except KeyError as exc:
+            raise UsageError(str(exc).strip("'\"")) from None
+        print(f"Forgot person {args.person}: {faces} faces erased from the Parquet, both stores and the clusters.")
+        return 0
+    if not args.image_keys:
+        raise UsageError("name the photos to forget (their image keys, as `facepipe status` shows them)")
+    try:
+        erased = forget_photos(args.image_keys)
+    except KeyError as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    print(f"Forgot {len(erased)} photos; they stay out of the index until `facepipe forget --undo KEY`.")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from facepipe.runner import ensure_dagster_home
 
@@ -223,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--progress", action="store_true", help="progress bar even when not on a terminal")
+    index.add_argument(
+        "--repair", action="store_true", help="compare the stores with the Parquet first and re-export what differs"
+    )
     index.set_defaults(func=cmd_index)
 
     stores = ("qdrant", "pgvector")
@@ -261,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--store", choices=stores, default="qdrant")
     serve.set_defaults(func=cmd_serve)
+
+    forget = sub.add_parser("forget", help="erase photos, or a person, from everything facepipe keeps")
+    forget.add_argument("image_keys", nargs="*", metavar="IMAGE_KEY")
+    forget.add_argument("--person", metavar="PERSON_ID", help="erase every face of this person instead")
+    forget.add_argument("--undo", action="store_true", help="let forgotten photos be indexed again")
+    forget.set_defaults(func=cmd_forget)
 
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
     ui.add_argument("--port", type=int, default=3000)

@@ -53,3 +53,87 @@ def forget_faces(
     for store in stores:
         store.delete_faces(sorted(wanted))
     return parquet.drop_faces(wanted)
+
+
+# -- what `facepipe forget` does: the above, plus Dagster's own records and the person clusters --------
+
+ERASED_ASSETS = ("faces", "qdrant_faces", "pgvector_faces")
+
+
+def _context():
+    from facepipe.definitions import defs
+    from facepipe.runner import ensure_dagster_home
+
+    ensure_dagster_home()
+    resources = defs.resources
+    library = resources["library"]
+    return library.manifest(), resources["parquet"], [resources["qdrant"], resources["pgvector"]]
+
+
+def _drop_partitions(keys: Sequence[str]) -> None:
+    """Delete the partitions and their materialization records (whose metadata names the photos)."""
+    import dagster as dg
+
+    from facepipe.defs.partitions import images_partitions
+
+    with dg.DagsterInstance.get() as instance:
+        known = set(instance.get_dynamic_partitions(images_partitions.name))
+        present = [k for k in keys if k in known]
+        for asset in ERASED_ASSETS:
+            if present:
+                instance.wipe_asset_partitions(dg.AssetKey(asset), present)
+        for key in present:
+            instance.delete_dynamic_partition(images_partitions.name, key)
+
+
+def _recluster(stores: Sequence) -> None:
+    from facepipe.people import People
+
+    People().update(stores=stores)
+
+
+def forget_photos(keys: Sequence[str]) -> list[str]:
+    """Erase photos everywhere and keep them out of the index until `remember_photos`."""
+    manifest, parquet, stores = _context()
+    known = set(manifest.keys()) | parquet.image_keys()
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise KeyError(f"unknown image key(s): {', '.join(unknown)} (see `facepipe status` or the Parquet)")
+    try:
+        forget_images(keys, manifest=manifest, parquet=parquet, stores=stores, keep_out=True)
+        _drop_partitions(keys)
+        _recluster(stores)
+    finally:
+        for store in stores:
+            store.close()
+    return list(keys)
+
+
+def forget_person(person_id: str) -> int:
+    """Erase every face of one person (their photos stay, minus them) and the person itself."""
+    import pyarrow.compute as pc
+
+    from facepipe.people import People
+
+    manifest, parquet, stores = _context()
+    people = People()
+    person_id = people.canonical(person_id)
+    table = parquet.faces(["face_id", "person_id"])
+    ids = table.filter(pc.equal(table.column("person_id"), person_id)).column("face_id").to_pylist()
+    if not ids:
+        raise KeyError(f"unknown person {person_id!r} (see `facepipe people`)")
+    try:
+        erased = forget_faces(ids, manifest=manifest, parquet=parquet, stores=stores)
+        people.forget(person_id)
+        _recluster(stores)
+    finally:
+        for store in stores:
+            store.close()
+    return erased
+
+
+def remember_photos(keys: Sequence[str]) -> list[str]:
+    manifest, _, stores = _context()
+    for store in stores:
+        store.close()
+    return manifest.remember_images(keys)

@@ -31,6 +31,7 @@ def add_progress_hook(hook: Progress) -> Callable[[], None]:
 @dataclass
 class BatchSummary:
     images: int = 0
+    skipped: int = 0
     faces: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -39,6 +40,7 @@ class BatchSummary:
     def metadata(self) -> dict[str, object]:
         return {
             "images": self.images,
+            "skipped_unchanged": self.skipped,
             "faces": self.faces,
             "errors": len(self.errors),
             "seconds": round(self.seconds, 3),
@@ -64,11 +66,16 @@ def index_batch(
     parquet: ParquetStore,
     settings: ExtractSettings,
     workers: int | None = None,
+    force: bool = False,
 ) -> BatchSummary:
+    """Extract and write the photos; ones already indexed from the same bytes and settings are skipped
+    (a run that only needs to redo an export, or a backfill over a half-done batch, costs no detection)."""
     started = time.perf_counter()
     summary = BatchSummary()
     forgotten = manifest.forgotten_face_ids()
-    for record in extract_many(jobs_for(keys, images_root), settings, workers):
+    todo = list(keys) if force else manifest.needs_indexing(keys, settings.model_version)
+    summary.skipped = len(keys) - len(todo)
+    for record in extract_many(jobs_for(todo, images_root), settings, workers):
         if forgotten:  # faces the user erased stay erased when their photo is processed again
             record.faces = [f for f in record.faces if f.face_id not in forgotten]
         parquet.write(record)

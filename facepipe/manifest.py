@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS files (
 -- Photos and faces the user asked to forget: never indexed again until the user asks.
 CREATE TABLE IF NOT EXISTS forgotten_images (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS forgotten_faces (face_id TEXT PRIMARY KEY);
+-- Which indexed content each vector store holds, so a failed or lost export is redone.
+CREATE TABLE IF NOT EXISTS exports (
+    key TEXT NOT NULL,
+    store TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (key, store)
+);
 """
 
 
@@ -154,6 +162,7 @@ class Manifest:
                 [(key, *stat_) for key, stat_ in plan.stats.items()],
             )
             db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in plan.deleted])
+            db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in plan.deleted])
 
     def pending(self, model_version: str) -> list[str]:
         """Keys whose current content was never indexed with these settings."""
@@ -163,6 +172,49 @@ class Manifest:
                 (model_version,),
             )
             return [row[0] for row in rows]
+
+    def needs_indexing(self, keys: Iterable[str], model_version: str) -> list[str]:
+        """The keys not already indexed from their current content with these settings (or unknown here)."""
+        keys = list(keys)
+        with self._db() as db:
+            done = {
+                row[0]
+                for row in db.execute(
+                    "SELECT key FROM files WHERE indexed_sha256 = sha256 AND indexed_version = ?",
+                    (model_version,),
+                )
+            }
+        return [k for k in keys if k not in done]
+
+    def unexported(self, store: str) -> list[str]:
+        """Indexed keys whose current faces the store may not hold (export failed, never ran, or reset)."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT f.key FROM files f LEFT JOIN exports e ON e.key = f.key AND e.store = ? "
+                "WHERE f.indexed_sha256 IS NOT NULL "
+                "AND (e.sha256 IS NOT f.indexed_sha256 OR e.version IS NOT f.indexed_version) ORDER BY f.key",
+                (store,),
+            )
+            return [row[0] for row in rows]
+
+    def mark_exported(self, store: str, keys: Iterable[str]) -> None:
+        """Record that the store now holds what is indexed for these keys."""
+        with self._db() as db:
+            db.executemany(
+                "INSERT INTO exports(key, store, sha256, version) "
+                "SELECT key, ?, indexed_sha256, indexed_version FROM files "
+                "WHERE key = ? AND indexed_sha256 IS NOT NULL "
+                "ON CONFLICT(key, store) DO UPDATE SET sha256 = excluded.sha256, version = excluded.version",
+                [(store, k) for k in keys],
+            )
+
+    def reset_exports(self, keys: Iterable[str], store: str | None = None) -> None:
+        """Forget what the store(s) hold for these keys, so the next index exports them again."""
+        with self._db() as db:
+            if store is None:
+                db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in keys])
+            else:
+                db.executemany("DELETE FROM exports WHERE key = ? AND store = ?", [(k, store) for k in keys])
 
     def indexed(self, key: str) -> tuple[str | None, str | None]:
         """(sha256, model_version) last indexed for the key."""
@@ -180,12 +232,14 @@ class Manifest:
     def remove(self, keys: Iterable[str]) -> None:
         with self._db() as db:
             db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
+            db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in keys])
 
     def forget_images(self, keys: Iterable[str]) -> None:
         """Drop the files' rows and keep them out of every later diff, even while the files exist."""
         keys = list(keys)
         with self._db() as db:
             db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
+            db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in keys])
             db.executemany("INSERT OR IGNORE INTO forgotten_images(key) VALUES (?)", [(k,) for k in keys])
 
     def forget_faces(self, face_ids: Iterable[str]) -> None:

@@ -56,10 +56,25 @@ class IndexReport:
     deleted: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # images whose store copies differed
     seconds: float = 0.0
 
 
-def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH) -> IndexReport:
+EXPORT_STORES = ("qdrant", "pgvector")
+
+
+def repair_exports(manifest, defs: dg.Definitions) -> list[str]:
+    """Compare each store with the Parquet; images that differ are exported again."""
+    from facepipe.consistency import compare
+
+    resources = defs.resources
+    _, diffs = compare(resources["parquet"], {name: resources[name] for name in EXPORT_STORES})
+    for name, diff in diffs.items():
+        manifest.reset_exports(diff.images, name)
+    return sorted({key for diff in diffs.values() for key in diff.images})
+
+
+def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repair: bool = False) -> IndexReport:
     started = time.perf_counter()
     ensure_dagster_home()
     from facepipe import indexing
@@ -75,7 +90,13 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH) -> In
     plan = sync_partitions(instance, manifest, defs)
     report = IndexReport(new=len(plan.new), changed=len(plan.changed), deleted=len(plan.deleted))
     report.images = len(manifest.keys())
-    pending = manifest.pending(library.settings().model_version)
+    if repair:
+        report.repaired = repair_exports(manifest, defs)
+    pending = sorted(
+        set(manifest.pending(library.settings().model_version)).union(
+            *(manifest.unexported(store) for store in EXPORT_STORES)
+        )
+    )
     order = instance.get_dynamic_partitions(images_partitions.name)
     batches = contiguous_batches(pending, order, batch_size)
     job = defs.resolve_job_def("index_images")

@@ -12,6 +12,11 @@ from facepipe.stores.parquet import ParquetStore
 BATCH_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=DEFAULT_BATCH)
 
 
+class FacesConfig(dg.Config):
+    force: bool = False
+    """Extract again even photos already indexed from the same bytes with the same settings."""
+
+
 @dg.asset(
     partitions_def=images_partitions,
     backfill_policy=BATCH_POLICY,
@@ -20,14 +25,22 @@ BATCH_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=DEFAULT_BATCH)
     kinds={"python", "parquet"},
     group_name="faces",
 )
-def faces(context: dg.AssetExecutionContext, library: PhotoLibrary, parquet: ParquetStore) -> dg.MaterializeResult:
+def faces(
+    context: dg.AssetExecutionContext, config: FacesConfig, library: PhotoLibrary, parquet: ParquetStore
+) -> dg.MaterializeResult:
     """Every face of each photo in the run: box, detector score, 128-d embedding and a JPEG crop.
 
     Unreadable photos get an `error` status row with the reason instead of failing the run.
     """
     settings = library.settings()
     summary = index_batch(
-        context.partition_keys, library.root, library.manifest(), parquet, settings, library.workers or None
+        context.partition_keys,
+        library.root,
+        library.manifest(),
+        parquet,
+        settings,
+        library.workers or None,
+        force=config.force,
     )
     for key, reason in summary.errors:
         context.log.warning(f"{key}: {reason}")

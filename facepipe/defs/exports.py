@@ -8,6 +8,7 @@ import dagster as dg
 
 from facepipe.defs.assets import BATCH_POLICY, faces
 from facepipe.defs.partitions import images_partitions
+from facepipe.defs.resources import PhotoLibrary
 from facepipe.stores.base import FaceStore
 from facepipe.stores.parquet import ParquetStore
 
@@ -15,9 +16,12 @@ STORE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENT
 """A store that is briefly down (restart, network blip) is retried at 2, 4 and 8 seconds."""
 
 
-def export(context: dg.AssetExecutionContext, parquet: ParquetStore, store: FaceStore) -> dg.MaterializeResult:
+def export(
+    context: dg.AssetExecutionContext, library: PhotoLibrary, parquet: ParquetStore, store: FaceStore, name: str
+) -> dg.MaterializeResult:
     batch = parquet.load_faces(context.partition_keys)
     store.replace_images(batch)
+    library.manifest().mark_exported(name, batch)
     count = sum(len(v) for v in batch.values())
     context.log.info(f"{count} faces of {len(batch)} images exported")
     return dg.MaterializeResult(metadata={"images": len(batch), "faces": count})
@@ -36,10 +40,11 @@ def export_asset(name: str, store_key: str, kind: str, description: str) -> dg.A
         kinds={kind},
         group_name="faces",
         description=description,
-        required_resource_keys={"parquet", store_key},
+        required_resource_keys={"library", "parquet", store_key},
     )
     def _export(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return export(context, context.resources.parquet, getattr(context.resources, store_key))
+        resources = context.resources
+        return export(context, resources.library, resources.parquet, getattr(resources, store_key), store_key)
 
     return _export
 

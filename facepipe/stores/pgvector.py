@@ -266,6 +266,12 @@ class PgVectorStore(dg.ConfigurableResource):
             with _no_table(), self.connection() as conn:
                 conn.execute(f"DELETE FROM {COLLECTION} WHERE image_key = ANY(%s)", (keys,))
 
+    def delete_faces(self, face_ids: Iterable[str]) -> None:
+        ids = list(face_ids)
+        if ids:
+            with _no_table(), self.connection() as conn:
+                conn.execute(f"DELETE FROM {COLLECTION} WHERE face_id = ANY(%s::uuid[])", (ids,))
+
     def set_person_ids(self, mapping: Mapping[str, str | None]) -> None:
         if not mapping:
             return

@@ -355,6 +355,17 @@ class QdrantStore(dg.ConfigurableResource):
                 if not _missing(err):
                     raise
 
+    def delete_faces(self, face_ids: Iterable[str]) -> None:
+        ids = list(face_ids)
+        if not ids:
+            return
+        with self._errors(), self.client() as c:
+            try:
+                c.delete(COLLECTION, points_selector=models.PointIdsList(points=ids), wait=True)
+            except (UnexpectedResponse, ValueError) as err:
+                if not _missing(err):
+                    raise
+
     def set_person_ids(self, mapping: Mapping[str, str | None]) -> None:
         if not mapping:
             return
