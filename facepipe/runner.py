@@ -87,6 +87,7 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repai
     instance = dg.DagsterInstance.get()
     library = library_from_env()
     manifest = library.manifest()
+    defs.resources["parquet"].sweep_temp_files()
     plan = sync_partitions(instance, manifest, defs)
     report = IndexReport(new=len(plan.new), changed=len(plan.changed), deleted=len(plan.deleted))
     report.images = len(manifest.keys())
@@ -121,12 +122,28 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repai
                 instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
             )
             if not result.success:
-                report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id})")
+                report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id}): {failure(result)}")
     finally:
         remove_hook()
         bar.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def failure(result: dg.ExecuteInProcessResult) -> str:
+    """Which step failed and why, in one line (messages from the stores never carry secrets).
+
+    After retries Dagster's own failure says only "Exceeded max_retries"; the cause is on the retries.
+    """
+    causes: dict[str, str] = {}
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if event.step_key and error is not None and (event.is_step_failure or event.is_step_up_for_retry):
+            cause = error.cause if error.cause and "max_retries" in error.message else error
+            causes[event.step_key] = cause.message.strip().splitlines()[0]
+            if event.is_step_failure:
+                return f"{event.step_key} failed: {causes[event.step_key]}"
+    return next((f"{step} failed: {msg}" for step, msg in causes.items()), "run failed")
 
 
 def run_target(batch: list[str]) -> dict:

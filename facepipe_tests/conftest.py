@@ -14,6 +14,8 @@ from facepipe.runner import ensure_dagster_home
 # Tests default to the fast HOG detector (set before facepipe.definitions is imported, since the
 # asset's code_version derives from it); CNN tests pass their settings explicitly.
 os.environ.setdefault("FACEPIPE_DETECTOR", "hog")
+# Store retries after 0.2, 0.4, 0.8 s instead of 2, 4, 8 s: the faults below are real, the wait is not needed.
+os.environ.setdefault("FACEPIPE_RETRY_DELAY", "0.2")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FR = SHARED_DATA / "face_recognition"

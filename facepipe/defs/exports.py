@@ -4,6 +4,8 @@ Each run replaces the faces of its partitions in one bulk call per store: new id
 then the image's other ids deleted, so an unchanged photo never has a moment with no faces.
 """
 
+import os
+
 import dagster as dg
 
 from facepipe.defs.assets import BATCH_POLICY, faces
@@ -12,8 +14,10 @@ from facepipe.defs.resources import PhotoLibrary
 from facepipe.stores.base import FaceStore
 from facepipe.stores.parquet import ParquetStore
 
-STORE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
-"""A store that is briefly down (restart, network blip) is retried at 2, 4 and 8 seconds."""
+STORE_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=float(os.environ.get("FACEPIPE_RETRY_DELAY") or 2), backoff=dg.Backoff.EXPONENTIAL
+)
+"""A store that is briefly down (restart, network blip) is retried after 2, 4 and 8 seconds."""
 
 
 def export(

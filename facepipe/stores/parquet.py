@@ -94,7 +94,7 @@ def image_table(record: ImageRecord) -> pa.Table:
 def _write_atomic(table: pa.Table, path: Path) -> None:
     """Readers see the old file or the new one, never half of one (a killed run leaves only a temp)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
@@ -189,12 +189,32 @@ class ParquetStore(dg.ConfigurableResource):
     def iter_face_files(self) -> Iterator[Path]:
         yield from self.faces_dir.rglob("*.parquet")
 
+    def sweep_temp_files(self) -> int:
+        """Remove half-written files left by killed processes (they may hold faces: personal data)."""
+        removed = 0
+        for tmp in self.base.rglob(".*.tmp") if self.base.exists() else ():
+            pid = tmp.name.rsplit(".", 2)[-2].split("-", 1)[0]
+            if not pid.isdigit() or not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
 
 def _read_all(base: Path, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
     files = [str(p) for p in base.rglob("*.parquet")] if base.exists() else []
     if not files:
         return schema.empty_table().select(columns or schema.names)
     return ds.dataset(files, schema=schema, format="parquet").to_table(columns=columns)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _prune_empty_dirs(folder: Path, stop: Path) -> None:

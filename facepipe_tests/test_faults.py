@@ -1,0 +1,139 @@
+"""Faults for real: a store that is down, a run killed with SIGKILL, two runs of the same photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+
+from facepipe.cli import main
+from facepipe_tests.conftest import FR, KNN
+
+DOWN_DSN = "postgresql://facepipe:SuperSecretPw42@127.0.0.1:9/facepipe?connect_timeout=2"
+
+
+def index(capsys, expect: int = 0) -> dict:
+    assert main(["index", "--json", "--quiet"]) == expect
+    captured = capsys.readouterr()
+    return json.loads(captured.out)
+
+
+def status(capsys) -> dict:
+    assert main(["status", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_store_that_is_down_fails_clearly_and_a_rerun_heals(env, capsys):
+    env.add(KNN / "train/obama/obama.jpg", "a.jpg")
+    index(capsys)
+
+    env.add(KNN / "train/biden/biden.jpg", "b.jpg")
+    # Postgres unreachable during the export (a separate process: configuration is read at start-up).
+    down = subprocess.run(
+        [sys.executable, "-m", "facepipe.cli", "index", "--json", "--quiet"],
+        env={**os.environ, "FACEPIPE_PG_DSN": DOWN_DSN},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert down.returncode == 1, down.stderr[-2000:]
+    report = json.loads(down.stdout)
+    (failed,) = report["failed_runs"]
+    assert "pgvector_faces failed" in failed and "Postgres" in failed, failed
+    assert "SuperSecretPw42" not in down.stdout + down.stderr
+    assert report["processed"] == 1  # the faces themselves are safe in the Parquet
+
+    from facepipe.consistency import compare
+    from facepipe.definitions import defs
+
+    res = defs.resources
+    _, diffs = compare(res["parquet"], {"qdrant": res["qdrant"], "pgvector": res["pgvector"]})
+    assert diffs["pgvector"].images == ["b.jpg"] and diffs["qdrant"].images == []
+
+    healed = index(capsys)
+    assert healed["failed_runs"] == [] and healed["processed"] == 0  # no detection: only the export redone
+    doc = status(capsys)
+    assert doc["parquet"]["faces"] == doc["qdrant"]["faces"] == doc["pgvector"]["faces"] == 2
+
+
+def _index_process(env, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "facepipe.cli", "index", "--quiet", *extra],
+        env={**os.environ, "FACEPIPE_WORKERS": "1", "FACEPIPE_BATCH": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_run_killed_halfway_is_finished_by_the_next_without_duplicates(env, capsys):
+    photos = sorted((KNN / "train").glob("*/*")) + sorted((FR / "tests/test_images").glob("obama*.jpg"))
+    for photo in photos:
+        env.add(photo, f"{photo.parent.name}/{photo.name}")
+    proc = _index_process(env)
+    status_dir = env.data / "parquet/images"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(status_dir.rglob("*.parquet"))) < 3:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(status_dir.rglob("*.parquet")))
+    assert 3 <= done_before < len(photos), "the kill landed mid-batch"
+
+    report = index(capsys)
+    assert report["failed_runs"] == [] and report["errors"] == []
+    assert report["processed"] <= len(photos) - done_before + 2  # finished photos are not redone
+    for path in (env.data / "parquet").rglob("*.parquet"):
+        pq.read_table(path)  # nothing truncated
+    assert not list((env.data / "parquet").rglob("*.tmp")), "no half-written files left behind"
+    doc = status(capsys)
+    assert doc["images"] == len(photos)
+    from facepipe.stores.parquet import ParquetStore
+
+    ids = ParquetStore().faces(["face_id"]).column("face_id").to_pylist()
+    assert len(ids) == len(set(ids)) == doc["qdrant"]["faces"] == doc["pgvector"]["faces"]
+
+
+def test_two_runs_of_the_same_photos_at_once_leave_no_duplicates(env, capsys):
+    for photo in sorted((KNN / "train").glob("*/*"))[:6]:
+        env.add(photo, f"{photo.parent.name}/{photo.name}")
+    index(capsys)  # partitions and stores exist; now both processes redo every photo
+    first, second = _index_process(env, "--repair"), None
+    second = subprocess.Popen(
+        [sys.executable, "-c", _FORCE_ALL],
+        env={**os.environ, "FACEPIPE_WORKERS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    from facepipe.stores.parquet import ParquetStore
+
+    ids = ParquetStore().faces(["face_id"]).column("face_id").to_pylist()
+    doc = status(capsys)
+    assert len(ids) == len(set(ids)) == doc["qdrant"]["faces"] == doc["pgvector"]["faces"] == 6
+
+
+# A forced re-materialization of every partition, as a UI backfill with force=true would run it.
+_FORCE_ALL = """
+import dagster as dg
+from facepipe.runner import ensure_dagster_home, QUIET_CONSOLE
+ensure_dagster_home()
+from facepipe.definitions import defs
+with dg.DagsterInstance.get() as instance:
+    keys = instance.get_dynamic_partitions("images")
+    result = defs.resolve_job_def("index_images").execute_in_process(
+        instance=instance,
+        run_config={**QUIET_CONSOLE, "ops": {"faces": {"config": {"force": True}}}},
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
+    assert result.success
+"""
