@@ -8,6 +8,7 @@ them, e.g. DuckDB `read_parquet('data/parquet/faces/**/*.parquet')`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 from facepipe.config import paths
 from facepipe.faces.records import Face, ImageRecord
-from facepipe.keys import relpath_for_key
+from facepipe.keys import UnsafeKeyError, relpath_for_key
 
 FACE_SCHEMA = pa.schema(
     [
@@ -120,7 +121,10 @@ class ParquetStore(dg.ConfigurableResource):
         return self.base / "images"
 
     def _file(self, base: Path, image_key: str) -> Path:
-        rel = relpath_for_key(image_key)
+        try:
+            rel = relpath_for_key(image_key)
+        except UnsafeKeyError:  # a key typed in the UI that points outside: its error row still needs a home
+            return base / "_refused" / (hashlib.sha256(image_key.encode()).hexdigest()[:32] + ".parquet")
         return base.joinpath(*rel.parent.parts, rel.name + ".parquet")
 
     def write(self, record: ImageRecord) -> None:
