@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -13,6 +16,9 @@ from facepipe.faces.records import ImageRecord
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """Refuse to read a single file larger than this; no photo is, and reading it would cost RAM."""
+
+POOL_IDLE_SECONDS = 120.0
+"""A worker pool unused this long is shut down (its processes hold the models, ~0.5 GB each)."""
 
 Job = tuple[str, Path | Exception]
 """(image key, its path, or the reason it has none, e.g. it points outside the images root)."""
@@ -59,25 +65,128 @@ def _init_worker() -> None:
         os.environ[var] = "1"
 
 
+class _SharedPool:
+    """One worker pool per process, kept between calls.
+
+    `facepipe index` runs one Dagster run per batch of photos, each calling extract_many: a fresh
+    pool per call would spawn the workers and load the models again every time (about a second of
+    both cores per run). The pool is rebuilt when the worker count or the environment the workers
+    read (FACEPIPE_*, thread counts) changes, after a worker died, in a forked child, and it is
+    shut down after POOL_IDLE_SECONDS unused and at exit.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._key: tuple | None = None
+        self._users = 0
+        self._timer: threading.Timer | None = None
+
+    @staticmethod
+    def _key_now(workers: int) -> tuple:
+        env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("FACEPIPE_", "OMP_", "OPENBLAS_", "MKL_")))
+        return (os.getpid(), workers, tuple(env))
+
+    def acquire(self, workers: int) -> tuple[ProcessPoolExecutor, bool]:
+        """(pool, shared); a call that finds the shared pool busy with other settings gets its own."""
+        key = self._key_now(workers)
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._pool is not None and self._key != key:
+                if self._users:
+                    return _new_pool(workers), False
+                self._drop_locked()
+            if self._pool is None:
+                self._pool, self._key = _new_pool(workers), key
+            self._users += 1
+            return self._pool, True
+
+    def release(self, pool: ProcessPoolExecutor, shared: bool, broken: bool = False) -> None:
+        if not shared:
+            pool.shutdown(wait=False, cancel_futures=True)
+            return
+        with self._lock:
+            self._users -= 1
+            if pool is not self._pool:
+                return
+            if broken:
+                self._drop_locked()
+            elif self._users == 0:
+                self._timer = threading.Timer(POOL_IDLE_SECONDS, self.shutdown)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._drop_locked()
+
+    def _drop_locked(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._key is not None and self._key[0] == os.getpid():
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._key = None
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+
+
+_shared = _SharedPool()
+atexit.register(_shared.shutdown)
+
+
+def shutdown_pool() -> None:
+    """Stop the shared worker processes now (they are otherwise kept for POOL_IDLE_SECONDS)."""
+    _shared.shutdown()
+
+
+def _largest_first(jobs: Sequence[Job]) -> list[Job]:
+    """Big photos first, so the pool does not end a batch with one worker on a big photo, the other idle."""
+
+    def size(job: Job) -> int:
+        try:
+            return job[1].stat().st_size if isinstance(job[1], Path) else 0
+        except OSError:
+            return 0
+
+    return sorted(jobs, key=size, reverse=True)
+
+
 def extract_many(
     jobs: Sequence[Job],
     settings: ExtractSettings,
     workers: int | None = None,
 ) -> Iterator[ImageRecord]:
     """Records in completion order; a crash in one photo's extraction fails only that photo."""
-    workers = min(workers or default_workers(), len(jobs))
-    if workers <= 1:
+    workers = workers or default_workers()
+    if min(workers, len(jobs)) <= 1:
         for key, path in jobs:
             yield _safe(key, path, settings)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(extract_file, key, path, settings): key for key, path in jobs}
+    pool, shared = _shared.acquire(workers)  # sized by the setting, not the batch, so every batch can reuse it
+    broken = False
+    futures: dict[Future, str] = {}
+    try:
+        for key, path in _largest_first(jobs):
+            try:
+                futures[pool.submit(extract_file, key, path, settings)] = key
+            except BrokenProcessPool as exc:  # a worker died while we were still submitting
+                broken = True
+                yield _error(key, settings, f"extraction failed: {type(exc).__name__}: {exc}")
         for future in as_completed(futures):
             key = futures[future]
             try:
                 yield future.result()
             except Exception as exc:  # a worker died (e.g. out of memory) or dlib raised
+                broken = broken or isinstance(exc, BrokenProcessPool)
                 yield _error(key, settings, f"extraction failed: {type(exc).__name__}: {exc}")
+    finally:
+        for future in futures:  # the caller stopped early: leave none of its photos queued
+            future.cancel()
+        _shared.release(pool, shared, broken)
 
 
 def _safe(key: str, path: Path | Exception, settings: ExtractSettings) -> ImageRecord:
