@@ -346,24 +346,20 @@ class QdrantStore(dg.ConfigurableResource):
 
     def delete_images(self, image_keys: Iterable[str]) -> None:
         keys = list(image_keys)
-        if not keys:
-            return
-        with self._errors(), self.client() as c:
-            try:
-                c.delete(COLLECTION, points_selector=models.FilterSelector(filter=_keys_filter(keys)), wait=True)
-            except (UnexpectedResponse, ValueError) as err:
-                if not _missing(err):
-                    raise
+        if keys:
+            self._delete(models.FilterSelector(filter=_keys_filter(keys)))
 
     def delete_faces(self, face_ids: Iterable[str]) -> None:
         ids = list(face_ids)
-        if not ids:
-            return
+        if ids:
+            self._delete(models.PointIdsList(points=ids))
+
+    def _delete(self, selector: models.FilterSelector | models.PointIdsList) -> None:
         with self._errors(), self.client() as c:
             try:
-                c.delete(COLLECTION, points_selector=models.PointIdsList(points=ids), wait=True)
+                c.delete(COLLECTION, points_selector=selector, wait=True)
             except (UnexpectedResponse, ValueError) as err:
-                if not _missing(err):
+                if not _missing(err):  # nothing to delete before the collection exists
                     raise
 
     def set_person_ids(self, mapping: Mapping[str, str | None]) -> None:
