@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from facepipe.faces import ExtractSettings, extract_faces
 from facepipe.faces.detection import DetectSettings
 from facepipe.faces.loading import ImageLoadError, load_rgb
 from facepipe_tests.conftest import FR
+from facepipe_tests.hostile import oriented, png_claiming
 
 HOG = ExtractSettings(detect=DetectSettings(detector="hog"))
 
@@ -64,28 +64,11 @@ def test_records_are_complete_and_stable():
         assert face.model_version == HOG.model_version
 
 
-# EXIF orientation -> the transpose that, applied to the upright image, gives the stored pixels.
-STORED = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
-
-
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_rotated_copy_gives_the_same_face(orientation):
     path = FR / "tests/test_images/obama.jpg"
     upright = faces_of(path)
-    stored = Image.open(path).transpose(STORED[orientation])
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    stored.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
-    rotated = extract_faces(buffer.getvalue(), "rotated.jpg", HOG)
+    rotated = extract_faces(oriented(Image.open(path), orientation), "rotated.jpg", HOG)
     assert (rotated.width, rotated.height) == (upright.width, upright.height)
     (face,) = rotated.faces
     assert max(abs(a - b) for a, b in zip(face.box, upright.faces[0].box, strict=True)) <= 12
@@ -125,9 +108,7 @@ def test_heic_photo_works():
 
 def test_decompression_bomb_is_refused_from_the_header():
     # A real PNG header claiming 60000x60000 pixels, with almost no data behind it.
-    png = _encode(Image.new("L", (1, 1)), "PNG")
-    ihdr = b"IHDR" + (60000).to_bytes(4, "big") * 2 + png[24:29]
-    bomb = png[:12] + ihdr + zlib.crc32(ihdr).to_bytes(4, "big") + png[33:]
+    bomb = png_claiming(60000, 60000)
     with pytest.raises(ImageLoadError, match="megapixels"):
         load_rgb(bomb)
     record = extract_faces(bomb, "bomb.png", HOG)
