@@ -21,6 +21,9 @@ Progress = Callable[[ImageRecord], None]
 
 _progress_hooks: list[Progress] = []
 
+MARK_EVERY_SECONDS = 1.0
+"""How often a batch records its finished photos in the manifest."""
+
 
 def add_progress_hook(hook: Progress) -> Callable[[], None]:
     """Let an in-process caller (the CLI's progress bar) see each photo as it completes."""
@@ -75,17 +78,27 @@ def index_batch(
     forgotten = manifest.forgotten_face_ids()
     todo = list(keys) if force else manifest.needs_indexing(keys, settings.model_version)
     summary.skipped = len(keys) - len(todo)
-    for record in extract_many(jobs_for(todo, images_root), settings, workers):
-        if forgotten:  # faces the user erased stay erased when their photo is processed again
-            record.faces = [f for f in record.faces if f.face_id not in forgotten]
-        parquet.write(record)
-        manifest.mark_indexed(record.image_key, record.sha256, settings.model_version, record.status)
-        summary.images += 1
-        summary.faces += record.face_count
-        summary.extract_seconds += record.seconds
-        if not record.ok:
-            summary.errors.append((record.image_key, record.reason or "unknown"))
-        for hook in list(_progress_hooks):
-            hook(record)
+    marks: list[tuple[str, str, str, str]] = []
+    flushed = time.monotonic()
+    try:
+        for record in extract_many(jobs_for(todo, images_root), settings, workers):
+            if forgotten:  # faces the user erased stay erased when their photo is processed again
+                record.faces = [f for f in record.faces if f.face_id not in forgotten]
+            parquet.write(record)
+            # Marked in one transaction per second, not per photo (tiny photos take less than a commit);
+            # a photo written but not yet marked when the run dies is only indexed again.
+            marks.append((record.image_key, record.sha256, settings.model_version, record.status))
+            if time.monotonic() - flushed >= MARK_EVERY_SECONDS:
+                manifest.mark_indexed_many(marks)
+                marks, flushed = [], time.monotonic()
+            summary.images += 1
+            summary.faces += record.face_count
+            summary.extract_seconds += record.seconds
+            if not record.ok:
+                summary.errors.append((record.image_key, record.reason or "unknown"))
+            for hook in list(_progress_hooks):
+                hook(record)
+    finally:
+        manifest.mark_indexed_many(marks)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     fresh = not config.exists()
-    if fresh:
+    if fresh or config.read_text() in OLD_DAGSTER_YAMLS:  # ours, unedited: bring it up to date
         config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     if fresh:  # create the storage now, so a webserver started next to us never races to migrate it
@@ -43,7 +45,24 @@ concurrency:
   pools:
     # Embedded Qdrant allows one writer: the export pools (facepipe_qdrant, facepipe_pgvector) run one step at a time.
     default_limit: 1
+# Dagster's SQLite event log, same files, without an fsync and a checkpoint per event and with a run's
+# asset events written in one transaction: 130 ms less per photo (facepipe/defs/storage.py).
+event_log_storage:
+  module: facepipe.defs.storage
+  class: FastSqliteEventLogStorage
 """
+
+OLD_DAGSTER_YAMLS = (
+    """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    # Embedded Qdrant allows one writer: the export pools (facepipe_qdrant, facepipe_pgvector) run one step at a time.
+    default_limit: 1
+""",
+)
+"""dagster.yaml files written by earlier versions: replaced by DAGSTER_YAML (same storage folders)."""
 
 
 @dataclass
@@ -117,17 +136,42 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repai
 
     remove_hook = indexing.add_progress_hook(progress)
     try:
-        for batch in batches:
-            result = job.execute_in_process(
-                instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
-            )
-            if not result.success:
-                report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id}): {failure(result)}")
+        with embedded_postgres_held(bool(batches)):
+            for batch in batches:
+                result = job.execute_in_process(
+                    instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
+                )
+                if not result.success:
+                    report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id}): {failure(result)}")
     finally:
         remove_hook()
         bar.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def embedded_postgres_held(active: bool) -> Iterator[None]:
+    """Keep the embedded Postgres up from the first run to the last.
+
+    Each run closes its pool at the end, and the last pool of the last process stops the server:
+    without this, every batch would start and stop it again (0.5 s a run).
+    """
+    if not active or os.environ.get("FACEPIPE_PG_DSN"):
+        yield
+        return
+    from facepipe.stores.embedded_pg import embedded_postgres
+
+    server = embedded_postgres()
+
+    def nothing_to_close() -> None:
+        pass
+
+    server.attach(nothing_to_close)
+    try:
+        yield
+    finally:
+        server.detach(nothing_to_close)
 
 
 def failure(result: dg.ExecuteInProcessResult) -> str:
