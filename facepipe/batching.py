@@ -29,3 +29,10 @@ def contiguous_batches(selected: Iterable[str], ordered: Sequence[str], max_size
     if current:
         batches.append(current)
     return batches
+
+
+def range_tags(batch: Sequence[str]) -> dict[str, str]:
+    """Run tags that make one Dagster run cover the batch (a single key needs none: use partition_key)."""
+    if len(batch) < 2:
+        return {}
+    return {"dagster/asset_partition_range_start": batch[0], "dagster/asset_partition_range_end": batch[-1]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from facepipe.defs.partitions import images_partitions
@@ -14,16 +16,21 @@ def sync_partitions(instance: dg.DagsterInstance, manifest: Manifest, defs: dg.D
     plan = manifest.diff()
     if plan.deleted:
         forget_images(plan.deleted, manifest=manifest, **erasers(defs))
-    known = set(instance.get_dynamic_partitions(images_partitions.name))
-    wanted = sorted((set(manifest.keys()) - set(plan.deleted)) | set(plan.new))
-    missing = [k for k in wanted if k not in known]
-    if missing:
-        instance.add_dynamic_partitions(images_partitions.name, missing)
-    for key in plan.deleted:
-        if key in known:
-            instance.delete_dynamic_partition(images_partitions.name, key)
+    added, gone = partition_changes(plan, instance.get_dynamic_partitions(images_partitions.name), manifest)
+    if added:
+        instance.add_dynamic_partitions(images_partitions.name, added)
+    for key in gone:
+        instance.delete_dynamic_partition(images_partitions.name, key)
     manifest.apply(plan)
     return plan
+
+
+def partition_changes(plan: SyncPlan, known: Sequence[str], manifest: Manifest) -> tuple[list[str], list[str]]:
+    """(keys to add, keys to delete) so the partitions become the files the manifest knows after `plan`;
+    partitions the instance lacks (a new DAGSTER_HOME) are added back too. Call before `apply`."""
+    existing = set(known)
+    wanted = sorted((set(manifest.keys()) - set(plan.deleted)) | set(plan.new))
+    return [k for k in wanted if k not in existing], [k for k in plan.deleted if k in existing]
 
 
 def erasers(defs: dg.Definitions) -> dict:

@@ -4,32 +4,22 @@ import time
 
 import dagster as dg
 
-from facepipe.batching import DEFAULT_BATCH, contiguous_batches
+from facepipe.batching import DEFAULT_BATCH, contiguous_batches, range_tags
 from facepipe.defs.partitions import images_partitions
 from facepipe.defs.resources import PhotoLibrary
 from facepipe.forget import forget_images
 from facepipe.stores.parquet import ParquetStore
 from facepipe.stores.pgvector import PgVectorStore
 from facepipe.stores.qdrant import QdrantStore
+from facepipe.sync import partition_changes
 
 RUN_TARGETS = ["faces"]
 
 
 def range_request(batch: list[str], reason: str) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=None,
         partition_key=batch[0] if len(batch) == 1 else None,
-        tags={
-            **(
-                {
-                    "dagster/asset_partition_range_start": batch[0],
-                    "dagster/asset_partition_range_end": batch[-1],
-                }
-                if len(batch) > 1
-                else {}
-            ),
-            "facepipe/reason": reason,
-        },
+        tags={**range_tags(batch), "facepipe/reason": reason},
     )
 
 
@@ -52,9 +42,8 @@ def images_sensor(
     if plan.deleted:
         forget_images(plan.deleted, manifest=manifest, parquet=parquet, stores=[qdrant, pgvector])
     known = context.instance.get_dynamic_partitions(images_partitions.name)
-    existing = set(known)
-    added = [k for k in plan.new if k not in existing]
-    order = [k for k in known if k not in set(plan.deleted)] + added
+    added, gone = partition_changes(plan, known, manifest)
+    order = [k for k in known if k not in set(gone)] + added
     runs = [range_request(b, "new or changed") for b in contiguous_batches(plan.to_run, order, DEFAULT_BATCH)]
     context.log.info(
         f"{len(plan.new)} new, {len(plan.changed)} changed, {len(plan.deleted)} deleted, "
@@ -63,7 +52,6 @@ def images_sensor(
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     if added:
         requests.append(images_partitions.build_add_request(added))
-    gone = [k for k in plan.deleted if k in existing]
     if gone:
         requests.append(images_partitions.build_delete_request(gone))
     manifest.apply(plan)
