@@ -4,6 +4,7 @@ import dagster as dg
 
 from facepipe.defs.assets import faces
 from facepipe.defs.checks import stores_match_parquet
+from facepipe.defs.compaction import compact_job, compaction_automation, faces_compacted
 from facepipe.defs.exports import pgvector_faces, qdrant_faces
 from facepipe.defs.people import people, people_automation, people_job, people_sensor
 from facepipe.defs.resources import library_from_env, parquet_from_env
@@ -14,7 +15,8 @@ qdrant, pgvector = stores_from_env()
 
 index_job = dg.define_asset_job(
     "index_images",
-    selection=dg.AssetSelection.assets(faces).downstream().without_checks(),
+    # Compaction runs on its own (cron, end of `facepipe index`), not once per batch.
+    selection=dg.AssetSelection.assets(faces).downstream().without_checks() - dg.AssetSelection.assets(faces_compacted),
     description="Faces of a batch of image partitions, their exports to Qdrant and pgvector, then people.",
 )
 
@@ -25,11 +27,11 @@ check_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[faces, qdrant_faces, pgvector_faces, people],
+    assets=[faces, qdrant_faces, pgvector_faces, people, faces_compacted],
     asset_checks=[stores_match_parquet],
-    jobs=[index_job, check_job, people_job],
+    jobs=[index_job, check_job, people_job, compact_job],
     schedules=[dg.ScheduleDefinition(job=check_job, cron_schedule="0 3 * * *")],
-    sensors=[images_sensor, people_sensor, people_automation],
+    sensors=[images_sensor, people_sensor, people_automation, compaction_automation],
     resources={
         "library": library_from_env(),
         "parquet": parquet_from_env(),

@@ -146,6 +146,12 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repai
     finally:
         remove_hook()
         bar.close()
+    # The consolidated Parquet for analytics (parquet/compact/): only the shards whose photos moved.
+    from facepipe.defs.compaction import refresh_compaction
+
+    compacted = refresh_compaction(instance)
+    if compacted is not None and not compacted.success:
+        report.failed_runs.append(f"faces_compacted (run {compacted.run_id}): {failure(compacted)}")
     report.seconds = time.perf_counter() - started
     return report
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from PIL import Image
 
+from facepipe.compaction import Compactor
 from facepipe.defs.storage import FastSqliteEventLogStorage
+from facepipe.faces.records import Face, ImageRecord, face_id
+from facepipe.keys import key_for_relpath
 from facepipe.runner import DAGSTER_YAML, OLD_DAGSTER_YAMLS, ensure_dagster_home, run_index
+from facepipe.stores.parquet import ParquetStore
 
 FACES = dg.AssetKey("faces")
 EXPORTS = [dg.AssetKey("qdrant_faces"), dg.AssetKey("pgvector_faces")]
@@ -71,6 +78,13 @@ def test_index_records_every_partition_in_batches_and_dagster_reads_them_back(en
     latest = instance.get_latest_materialization_event(FACES)
     assert latest is not None and latest.dagster_event.partition in keys
 
+    # facepipe index leaves the consolidated Parquet up to date.
+    compacted = duckdb.sql(f"SELECT count(*) FROM '{env.data}/parquet/compact/images-*.parquet'").fetchall()
+    assert compacted == [(7,)]
+    assert len(instance.get_materialized_partitions(FACES)) == 7 and instance.get_latest_materialization_event(
+        dg.AssetKey("faces_compacted")
+    )
+
     # The files are Dagster's own: its stock SQLite storage reads the same history.
     stock = SqliteEventLogStorage(str(env.dagster_home / "history" / "runs"))
     for asset in [FACES, *EXPORTS]:
@@ -98,7 +112,101 @@ def test_manifest_marks_many_in_one_call(env):
 
 
 def manifest_sha(manifest, key: str) -> str:
-    import sqlite3
-
     with sqlite3.connect(manifest.db_path) as db:
-        return db.execute("SELECT sha256 FROM files WHERE key = ?", (key,)).fetchone()[0]
+        return db.execute("SELECT sha256 FROM files WHERE key = ?", (key,)).fetchall()[0][0]
+
+
+# -- compaction ------------------------------------------------------------------------------------
+
+
+def synthetic_record(key: str, n_faces: int, seed: int, person: str | None = None) -> ImageRecord:
+    rng = np.random.default_rng(seed)
+    sha = f"{seed:064x}"
+    faces = [
+        Face(
+            face_id=face_id(key, sha, (i, i + 10, i + 10, i)),
+            image_key=key,
+            sha256=sha,
+            top=i,
+            right=i + 10,
+            bottom=i + 10,
+            left=i,
+            score=0.9,
+            detector="hog",
+            embedding=rng.normal(size=128).astype(np.float32),
+            crop=b"\xff\xd8jpeg",
+            model_version="v1",
+            person_id=person,
+        )
+        for i in range(n_faces)
+    ]
+    return ImageRecord(key, sha, "ok", width=64, height=64, detector="hog", model_version="v1", faces=faces)
+
+
+FACES_PER_PHOTO = "SELECT image_key, count(*) AS faces FROM read_parquet('{}') GROUP BY ALL ORDER BY 1"
+PHOTOS_PER_PERSON = (
+    "SELECT person_id, count(DISTINCT image_key) AS photos FROM read_parquet('{}') "
+    "WHERE person_id IS NOT NULL GROUP BY ALL ORDER BY 1"
+)
+
+
+def both(parquet: ParquetStore, query: str) -> tuple[list, list]:
+    """The query over the compacted files and over the per-photo files."""
+    compact = duckdb.sql(query.format(parquet.base / "compact/faces-*.parquet")).fetchall()
+    per_photo = duckdb.sql(query.format(parquet.base / "faces/**/*.parquet")).fetchall()
+    return compact, per_photo
+
+
+def test_compaction_matches_the_per_photo_files_and_rewrites_only_what_changed(tmp_path):
+    parquet = ParquetStore(root=str(tmp_path / "parquet"))
+    keys = [f"album {i % 4}/photo, {i}.jpg" for i in range(40)]  # odd names: the key is escaped, the path not
+    for i, key in enumerate(keys):
+        parquet.write(synthetic_record(key_for_relpath(key), i % 3, i, person=f"p{i % 5}"))
+    compactor = Compactor(parquet, shards=8)
+    assert compactor.is_stale()
+    first = compactor.run()
+    assert first.shards_written == 16 and first.files_read == 40 + sum(1 for i in range(40) if i % 3)
+    assert not compactor.is_stale()
+    for query in (FACES_PER_PHOTO, PHOTOS_PER_PERSON):
+        compact, per_photo = both(parquet, query)
+        assert compact == per_photo and compact
+    images = duckdb.sql(f"SELECT count(*) FROM '{parquet.base}/compact/images-*.parquet'").fetchall()[0][0]
+    assert images == 40, "photos without faces are in the images dataset"
+    assert "crop" not in pq.read_schema(compactor.shard_file("faces", 0)).names
+
+    # One photo changes, one is deleted, one is new: only their shards are rewritten.
+    parquet.write(synthetic_record(key_for_relpath(keys[1]), 2, 101, person="p9"))
+    parquet.delete(key_for_relpath(keys[2]))
+    parquet.write(synthetic_record("new/one.jpg", 1, 102))
+    assert compactor.is_stale()
+    second = compactor.run()
+    assert 0 < second.shards_written <= 6 and second.files_read == 4
+    for query in (FACES_PER_PHOTO, PHOTOS_PER_PERSON):
+        compact, per_photo = both(parquet, query)
+        assert compact == per_photo
+    assert compactor.run().shards_written == 0, "nothing changed: nothing written"
+
+    # Another shard count rebuilds everything.
+    again = Compactor(parquet, shards=3)
+    assert again.is_stale() and again.run().shards_written == 6
+    assert sorted(p.name for p in (parquet.base / "compact").glob("faces-*.parquet")) == [
+        f"faces-{i:03d}.parquet" for i in range(3)
+    ]
+    assert both(parquet, FACES_PER_PHOTO)[0] == both(parquet, FACES_PER_PHOTO)[1]
+
+
+def test_compaction_of_nothing_still_answers_queries(tmp_path):
+    parquet = ParquetStore(root=str(tmp_path / "parquet"))
+    Compactor(parquet, shards=2).run()
+    assert duckdb.sql(f"SELECT count(*) FROM '{parquet.base}/compact/faces-*.parquet'").fetchall() == [(0,)]
+
+
+def test_compaction_redoes_a_photo_compacted_before_a_crash_without_duplicates(tmp_path):
+    parquet = ParquetStore(root=str(tmp_path / "parquet"))
+    parquet.write(synthetic_record("a.jpg", 2, 1))
+    compactor = Compactor(parquet, shards=2)
+    compactor.run()
+    with sqlite3.connect(parquet.base / "compact" / ".state.sqlite") as db:  # as if killed before the state
+        db.execute("DELETE FROM sources")
+    compactor.run()
+    assert duckdb.sql(f"SELECT count(*) FROM '{parquet.base}/compact/faces-*.parquet'").fetchall() == [(2,)]

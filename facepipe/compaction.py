@@ -1,0 +1,247 @@
+"""The per-photo Parquet consolidated into a few large files, so analytics over 100k photos stay fast.
+
+`data/parquet/faces/<photo>.parquet` has one small file per photo: right for a pipeline that rewrites
+one photo at a time, slow for a query over all of them (DuckDB opens 100k files). Compaction keeps a
+copy in `data/parquet/compact/`:
+
+    faces-000.parquet ... faces-015.parquet     every face (all columns but `crop`), sorted by image_key
+    images-000.parquet ... images-015.parquet   every photo's status row (so photos with no face count too)
+
+A photo's rows always live in the same shard (chosen by a hash of its file path), and a run rewrites
+only the shards holding photos whose per-photo file appeared, changed (size or mtime) or disappeared
+since the last run: the shard's old file minus those photos, plus their new rows. What was compacted
+from which file is kept in `compact/.state.sqlite`. Every shard file always exists (empty ones too),
+so `read_parquet('data/parquet/compact/faces-*.parquet')` never fails on a missing glob.
+
+A run killed half way leaves each shard old or new, never torn (atomic replace), and the state
+unchanged, so the next run redoes those photos; rows are replaced by image_key, so redoing is harmless.
+No Dagster here: the `faces_compacted` asset and `facepipe index` call `Compactor.run`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from facepipe.keys import key_for_relpath
+from facepipe.stores.parquet import FACE_SCHEMA, IMAGE_SCHEMA, ParquetStore
+
+SHARDS = 16
+"""Files per dataset: enough for DuckDB to read in parallel and for a small change to rewrite little."""
+
+ROW_GROUP_ROWS = 128 * 1024
+FOLDER = "compact"
+STATE_FILE = ".state.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sources (
+    kind TEXT NOT NULL,          -- faces | images
+    path TEXT NOT NULL,          -- per-photo file, relative to parquet/<kind>/
+    image_key TEXT,
+    mtime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (kind, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    kind: str  # "faces" or "images": the per-photo folder and the compacted files' prefix
+    schema: pa.Schema
+
+
+DATASETS = (
+    Dataset("faces", pa.schema([f for f in FACE_SCHEMA if f.name != "crop"])),  # crops stay per photo
+    Dataset("images", IMAGE_SCHEMA),
+)
+
+
+@dataclass
+class CompactReport:
+    files_read: int = 0  # per-photo files read this run
+    files_dropped: int = 0  # per-photo files gone since the last run
+    shards_written: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # rows in the rewritten shards, per dataset
+    seconds: float = 0.0
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "files_read": self.files_read,
+            "files_dropped": self.files_dropped,
+            "shards_written": self.shards_written,
+            **{f"{kind}_rows_rewritten": n for kind, n in self.rows.items()},
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def shard_of(path: str, shards: int) -> int:
+    return zlib.crc32(path.encode()) % shards
+
+
+def scan(folder: Path) -> dict[str, tuple[int, int]]:
+    """{path relative to folder: (mtime_ns, size)} of the per-photo files (temp files start with a dot)."""
+    found: dict[str, tuple[int, int]] = {}
+    stack = [(folder, "")]
+    while stack:
+        current, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((Path(entry.path), f"{prefix}{entry.name}/"))
+                elif entry.name.endswith(".parquet"):
+                    info = entry.stat(follow_symlinks=False)
+                    found[prefix + entry.name] = (info.st_mtime_ns, info.st_size)
+            except OSError:
+                continue
+    return found
+
+
+class Compactor:
+    def __init__(self, parquet: ParquetStore | None = None, shards: int = SHARDS):
+        self.parquet = parquet or ParquetStore()
+        self.shards = shards
+
+    @property
+    def folder(self) -> Path:
+        return self.parquet.base / FOLDER
+
+    def shard_file(self, kind: str, shard: int) -> Path:
+        return self.folder / f"{kind}-{shard:03d}.parquet"
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.folder / STATE_FILE, timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def _state(self, db: sqlite3.Connection, kind: str) -> dict[str, tuple[str | None, int, int]]:
+        rows = db.execute("SELECT path, image_key, mtime_ns, size FROM sources WHERE kind = ?", (kind,))
+        return {path: (key, mtime, size) for path, key, mtime, size in rows}
+
+    def _layout_ok(self, db: sqlite3.Connection) -> bool:
+        row = db.execute("SELECT value FROM meta WHERE key = 'shards'").fetchone()
+        files = all(self.shard_file(d.kind, s).exists() for d in DATASETS for s in range(self.shards))
+        return row is not None and int(row[0]) == self.shards and files
+
+    def is_stale(self) -> bool:
+        """True when a per-photo file appeared, changed or went since the last run (a stat of each, no reading)."""
+        if not (self.folder / STATE_FILE).exists():
+            return True
+        with self._db() as db:
+            if not self._layout_ok(db):
+                return True
+            for dataset in DATASETS:
+                state = self._state(db, dataset.kind)
+                current = scan(self.parquet.base / dataset.kind)
+                if current.keys() != state.keys():
+                    return True
+                if any(state[p][1:] != stat for p, stat in current.items()):
+                    return True
+        return False
+
+    def run(self) -> CompactReport:
+        started = time.perf_counter()
+        report = CompactReport()
+        with self._db() as db:
+            rebuild = not self._layout_ok(db)
+            if rebuild:
+                db.execute("DELETE FROM sources")
+                for old in self.folder.glob("*-*.parquet"):
+                    old.unlink()
+            for dataset in DATASETS:
+                self._compact(db, dataset, report, rebuild)
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('shards', ?)", (str(self.shards),))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _compact(self, db: sqlite3.Connection, dataset: Dataset, report: CompactReport, rebuild: bool) -> None:
+        source = self.parquet.base / dataset.kind
+        state = self._state(db, dataset.kind)
+        current = scan(source)
+        changed = sorted(p for p, stat in current.items() if state.get(p, (None, None, None))[1:] != stat)
+        gone = sorted(set(state) - set(current))
+        report.files_dropped += len(gone)
+        by_shard: dict[int, tuple[list[str], list[str]]] = {}
+        for path in changed:
+            by_shard.setdefault(shard_of(path, self.shards), ([], []))[0].append(path)
+        for path in gone:
+            by_shard.setdefault(shard_of(path, self.shards), ([], []))[1].append(path)
+        if rebuild:
+            for shard in range(self.shards):
+                by_shard.setdefault(shard, ([], []))
+        rows = 0
+        for shard, (reads, drops) in sorted(by_shard.items()):
+            fresh, keys_read = self._read(source, reads, dataset.schema)
+            replaced = {state[p][0] for p in reads + drops if p in state and state[p][0] is not None}
+            replaced |= {key_for_relpath(p.removesuffix(".parquet")) for p in reads + drops}
+            target = self.shard_file(dataset.kind, shard)
+            old = pq.read_table(target, schema=dataset.schema) if target.exists() else dataset.schema.empty_table()
+            if replaced and old.num_rows:
+                old = old.filter(pc.invert(pc.is_in(old.column("image_key"), pa.array(sorted(replaced)))))
+            table = pa.concat_tables([old, fresh]).sort_by("image_key")
+            _write_atomic_rows(table, target)
+            rows += table.num_rows
+            report.shards_written += 1
+            report.files_read += len(keys_read)
+            db.executemany(
+                "INSERT OR REPLACE INTO sources(kind, path, image_key, mtime_ns, size) VALUES (?, ?, ?, ?, ?)",
+                [(dataset.kind, p, key, *current[p]) for p, key in keys_read.items()],
+            )
+            db.executemany("DELETE FROM sources WHERE kind = ? AND path = ?", [(dataset.kind, p) for p in drops])
+            db.commit()  # shard by shard: a killed run keeps what it finished
+        report.rows[dataset.kind] = rows
+
+    def _read(self, source: Path, paths: list[str], schema: pa.Schema) -> tuple[pa.Table, dict[str, str]]:
+        """The rows of these per-photo files, and the image_key of each file read (its path names it)."""
+        keys = {p: key_for_relpath(p.removesuffix(".parquet")) for p in paths if (source / p).exists()}
+        if not keys:
+            return schema.empty_table(), {}
+        try:
+            table = ds.dataset([str(source / p) for p in keys], schema=schema, format="parquet").to_table()
+            return table.select(schema.names), keys
+        except (OSError, pa.ArrowInvalid):  # one replaced or removed since the scan: read them one by one
+            pass
+        tables = []
+        for path in list(keys):
+            try:
+                tables.append(pq.read_table(source / path, schema=schema).select(schema.names))
+            except (OSError, pa.ArrowInvalid):
+                del keys[path]  # not recorded: the next run tries it again
+        return (pa.concat_tables(tables) if tables else schema.empty_table()), keys
+
+
+def _write_atomic_rows(table: pa.Table, path: Path) -> None:
+    """Atomic replace, as the per-photo files (the name is one `ParquetStore.sweep_temp_files` knows),
+    with large row groups for scans."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
