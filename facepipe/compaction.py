@@ -21,6 +21,7 @@ No Dagster here: the `faces_compacted` asset and `facepipe index` call `Compacto
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -30,9 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from facepipe.keys import key_for_relpath
@@ -42,6 +43,7 @@ SHARDS = 16
 """Files per dataset: enough for DuckDB to read in parallel and for a small change to rewrite little."""
 
 ROW_GROUP_ROWS = 128 * 1024
+_GLOB = re.compile(r"[*?\[\]{}]")
 FOLDER = "compact"
 STATE_FILE = ".state.sqlite"
 
@@ -220,15 +222,23 @@ class Compactor:
     def _read(self, source: Path, paths: list[str], schema: pa.Schema) -> tuple[pa.Table, dict[str, str]]:
         """The rows of these per-photo files, and the image_key of each file read (its path names it)."""
         keys = {p: key_for_relpath(p.removesuffix(".parquet")) for p in paths if (source / p).exists()}
-        if not keys:
-            return schema.empty_table(), {}
-        try:
-            table = ds.dataset([str(source / p) for p in keys], schema=schema, format="parquet").to_table()
-            return table.select(schema.names), keys
-        except (OSError, pa.ArrowInvalid):  # one replaced or removed since the scan: read them one by one
-            pass
-        tables = []
-        for path in list(keys):
+        # DuckDB opens many small files several times faster than pyarrow (0.2 vs 0.9 ms each), but takes
+        # every path as a glob: a name with *, ?, [ or { could match other photos' files, so those go one by one.
+        plain = [p for p in keys if not _GLOB.search(p)]
+        tables: list[pa.Table] = []
+        if plain:
+            columns = ", ".join(f'"{name}"' for name in schema.names)
+            try:
+                with duckdb.connect() as con:
+                    files = [str(source / p) for p in plain]
+                    query = f"SELECT {columns} FROM read_parquet($files)"
+                    tables.append(con.sql(query, params={"files": files}).to_arrow_table().cast(schema))
+                one_by_one = [p for p in keys if _GLOB.search(p)]
+            except (duckdb.Error, OSError, pa.ArrowInvalid):  # one replaced or removed since the scan
+                one_by_one = list(keys)
+        else:
+            one_by_one = list(keys)
+        for path in one_by_one:
             try:
                 tables.append(pq.read_table(source / path, schema=schema).select(schema.names))
             except (OSError, pa.ArrowInvalid):

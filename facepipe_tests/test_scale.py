@@ -210,3 +210,15 @@ def test_compaction_redoes_a_photo_compacted_before_a_crash_without_duplicates(t
         db.execute("DELETE FROM sources")
     compactor.run()
     assert duckdb.sql(f"SELECT count(*) FROM '{parquet.base}/compact/faces-*.parquet'").fetchall() == [(2,)]
+
+
+def test_compaction_reads_file_names_that_look_like_globs_exactly(tmp_path):
+    parquet = ParquetStore(root=str(tmp_path / "parquet"))
+    names = ["xa.jpg", "x?.jpg", "x*.jpg", "x[a].jpg", "x{a,b}.jpg", "plain.jpg"]
+    for i, name in enumerate(names):
+        parquet.write(synthetic_record(key_for_relpath(name), i + 1, i))
+    Compactor(parquet, shards=1).run()
+    compact = pq.read_table(parquet.base / "compact" / "faces-000.parquet")
+    per_photo = parquet.faces(["image_key", "face_id"])
+    assert sorted(compact.column("face_id").to_pylist()) == sorted(per_photo.column("face_id").to_pylist())
+    assert compact.num_rows == sum(range(1, len(names) + 1))
