@@ -389,6 +389,7 @@ def main() -> int:
         return 0
 
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="facepipe-scale-bench-")
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
     stages = [f"size:{n}" for n in args.sizes.split(",") if n]
     if args.analytics_photos:
         stages.append(f"analytics:{args.analytics_photos}")
