@@ -35,6 +35,7 @@ def forget_images(
         store.delete_images(keys)
     for key in keys:
         parquet.delete(key)
+    refresh_compacted(parquet)
     if keep_out:
         manifest.forget_images(keys)
     else:
@@ -53,7 +54,19 @@ def forget_faces(
     manifest.forget_faces(wanted)  # first: a re-index from now on already leaves them out
     for store in stores:
         store.delete_faces(sorted(wanted))
-    return parquet.drop_faces(wanted)
+    dropped = parquet.drop_faces(wanted)
+    refresh_compacted(parquet)
+    return dropped
+
+
+def refresh_compacted(parquet: ParquetStore) -> None:
+    """The consolidated analytics copy holds the faces too: rewrite the shards that held erased ones now,
+    not at the next scheduled compaction."""
+    from facepipe.compaction import Compactor
+
+    compactor = Compactor(parquet)
+    if compactor.folder.exists():
+        compactor.run()
 
 
 # -- what `facepipe forget` does: the above, plus Dagster's own records and the person clusters --------
