@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from PIL import Image
 
@@ -57,6 +58,7 @@ def test_an_unedited_old_dagster_yaml_is_upgraded_an_edited_one_kept(env):
     assert config.read_text() == edited
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fetch_planned_materializations: no successor yet
 def test_index_records_every_partition_in_batches_and_dagster_reads_them_back(env, monkeypatch):
     keys = noise_photos(env.images, 7)
     batches: list[int] = []
@@ -222,3 +224,36 @@ def test_compaction_reads_file_names_that_look_like_globs_exactly(tmp_path):
     per_photo = parquet.faces(["image_key", "face_id"])
     assert sorted(compact.column("face_id").to_pylist()) == sorted(per_photo.column("face_id").to_pylist())
     assert compact.num_rows == sum(range(1, len(names) + 1))
+
+
+def test_cached_dynamic_partitions_follow_changes_made_by_any_writer(tmp_path):
+    import sqlalchemy as sa
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
+
+    ours = FastSqliteEventLogStorage(str(tmp_path))
+    other = SqliteEventLogStorage(str(tmp_path))  # Dagster's own storage: another process, say the daemon
+    ours.add_dynamic_partitions("images", ["a", "b"])
+    assert ours.get_dynamic_partitions("images") == ["a", "b"]
+
+    full_reads: list[str] = []
+    sa.event.listen(
+        ours._engine(INDEX_SHARD_NAME),
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *rest: (
+            full_reads.append(statement) if "dynamic_partitions." in statement else None
+        ),
+    )
+    assert ours.get_dynamic_partitions("images") == ["a", "b"] and full_reads == [], "unchanged: served from the cache"
+
+    other.add_dynamic_partitions("images", ["c"])
+    assert ours.get_dynamic_partitions("images") == ["a", "b", "c"]
+    other.delete_dynamic_partition("images", "b")
+    assert ours.get_dynamic_partitions("images") == ["a", "c"]
+    other.delete_dynamic_partition("images", "c")  # a rename: the newest key goes, another comes
+    other.add_dynamic_partitions("images", ["d"])
+    assert ours.get_dynamic_partitions("images") == ["a", "d"]
+    ours.delete_dynamic_partition("images", "a")
+    assert ours.get_dynamic_partitions("images") == ["d"] == other.get_dynamic_partitions("images")
+    assert ours.get_dynamic_partitions("other") == []
+    ours.dispose()
+    other.dispose()

@@ -16,7 +16,10 @@ only how it writes:
   a crash of the process loses nothing, a power cut may lose the last few events, never corrupts;
 * `store_event_batch` writes a batch of asset events of one run in one transaction per database.
   Dagster hands events over in batches (a run's planned events, a step's materializations) only
-  when `DAGSTER_EVENT_BATCH_SIZE` is set, so loading this storage sets it (unless already set).
+  when `DAGSTER_EVENT_BATCH_SIZE` is set, so loading this storage sets it (unless already set);
+* the list of dynamic partitions is cached and read again only when SQLite triggers (installed on
+  Dagster's `dynamic_partitions` table, so they count every writer's changes) say it changed:
+  Dagster reads all keys about 15 times per run, 4 s of each 5 s run at 100k partitions.
 
 Used by the `dagster.yaml` that `facepipe index` writes into a new Dagster home
 (`facepipe.runner.DAGSTER_YAML`); production deployments keep Dagster's storage in Postgres instead.
@@ -35,6 +38,7 @@ import sqlalchemy as db
 from dagster._config import Field, StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import DynamicPartitionsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlalchemy_compat import db_result
@@ -47,6 +51,19 @@ EVENT_BATCH_SIZE = 1000
 
 OPEN_RUN_DATABASES = 8
 """Run databases whose connection stays open; older ones are closed (and checkpointed)."""
+
+_PARTITIONS_VERSION_DDL = (
+    "CREATE TABLE IF NOT EXISTS facepipe_partitions_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER)",
+    "INSERT OR IGNORE INTO facepipe_partitions_version (id, version) VALUES (1, 0)",
+    *(
+        f"CREATE TRIGGER IF NOT EXISTS facepipe_partitions_{event.lower()} AFTER {event} ON dynamic_partitions "
+        "BEGIN UPDATE facepipe_partitions_version SET version = version + 1 WHERE id = 1; END"
+        for event in ("INSERT", "DELETE", "UPDATE")
+    ),
+)
+"""A counter of changes to Dagster's dynamic partitions, kept by SQLite itself (so by every writer)."""
+
+_PARTITIONS_VERSION_QUERY = "SELECT version FROM facepipe_partitions_version WHERE id = 1"
 
 _BATCHED = {
     DagsterEventType.ASSET_MATERIALIZATION,
@@ -84,6 +101,8 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()
+        self._partitions: dict[str, tuple[int, list[str]]] = {}  # name -> (version, keys)
+        self._partitions_versioned = False
         super().__init__(base_dir or _default_base_dir(), inst_data)
 
     @classmethod
@@ -166,3 +185,37 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
             }
             for event, event_id in last.values():
                 self._store_asset_event(conn, event, event_id)
+
+    # -- dynamic partitions -----------------------------------------------------------------------
+
+    def _check_partitions_table(self) -> None:
+        """Dagster asks SQLite whether the table exists (a new engine) before every partition query."""
+        if not self._partitions_versioned:
+            super()._check_partitions_table()
+            with self.index_connection() as conn:
+                for statement in _PARTITIONS_VERSION_DDL:
+                    conn.execute(db.text(statement))
+            self._partitions_versioned = True
+
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        """Every key, read again only when a partition was added or deleted since (by any process).
+
+        Dagster reads the whole list a dozen times per run (run creation, key ranges, data versions,
+        each asset's partition_keys): at 100k partitions that was 4 s of every 5 s run. Triggers on
+        Dagster's `dynamic_partitions` table count every insert and delete, whoever makes them, so one
+        small query says whether the cached list is still the table's.
+        """
+        self._check_partitions_table()
+        with self.index_connection() as conn:  # one read transaction: the version and the keys agree
+            version = conn.execute(db.text(_PARTITIONS_VERSION_QUERY)).scalar()
+            cached = self._partitions.get(partitions_def_name)
+            if cached is not None and cached[0] == version:
+                return list(cached[1])
+            query = (
+                db.select(DynamicPartitionsTable.c.partition)
+                .where(DynamicPartitionsTable.c.partitions_def_name == partitions_def_name)
+                .order_by(DynamicPartitionsTable.c.id)
+            )
+            keys = [row[0] for row in conn.execute(query)]
+        self._partitions[partitions_def_name] = (version, keys)
+        return list(keys)
