@@ -97,21 +97,23 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repai
     started = time.perf_counter()
     ensure_dagster_home()
     from facepipe import indexing
-    from facepipe.definitions import defs
+    from facepipe.compaction import Compactor
     from facepipe.defs.partitions import images_partitions
-    from facepipe.defs.resources import library_from_env
+    from facepipe.defs.resources import library_from_env, parquet_from_env
     from facepipe.faces.models import dlib_build
     from facepipe.sync import sync_partitions
 
+    # The Dagster definitions (and the store clients they import: ~1.5 s) are loaded only when something
+    # is to be done, so an unchanged folder is a stat of each file and a few queries.
     instance = dg.DagsterInstance.get()
     library = library_from_env()
     manifest = library.manifest()
-    defs.resources["parquet"].sweep_temp_files()
-    plan = sync_partitions(instance, manifest, defs)
+    parquet_from_env().sweep_temp_files()
+    plan = sync_partitions(instance, manifest)
     report = IndexReport(new=len(plan.new), changed=len(plan.changed), deleted=len(plan.deleted))
     report.images = len(manifest.keys())
     if repair:
-        report.repaired = repair_exports(manifest, defs)
+        report.repaired = repair_exports(manifest, _definitions())
     pending = sorted(
         set(manifest.pending(library.settings().model_version)).union(
             *(manifest.unexported(store) for store in EXPORT_STORES)
@@ -119,7 +121,7 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repai
     )
     order = instance.get_dynamic_partitions(images_partitions.name)
     batches = contiguous_batches(pending, order, batch_size)
-    job = defs.resolve_job_def("index_images")
+    job = _definitions().resolve_job_def("index_images") if batches else None
     bar = tqdm(total=len(pending), unit="photo", disable=not show_progress or not pending, dynamic_ncols=True)
     if pending and show_progress:
         tqdm.write(
@@ -147,13 +149,20 @@ def run_index(show_progress: bool = True, batch_size: int = DEFAULT_BATCH, repai
         remove_hook()
         bar.close()
     # The consolidated Parquet for analytics (parquet/compact/): only the shards whose photos moved.
-    from facepipe.defs.compaction import refresh_compaction
+    if Compactor(parquet_from_env()).is_stale():
+        from facepipe.defs.compaction import refresh_compaction
 
-    compacted = refresh_compaction(instance)
-    if compacted is not None and not compacted.success:
-        report.failed_runs.append(f"faces_compacted (run {compacted.run_id}): {failure(compacted)}")
+        compacted = refresh_compaction(instance)
+        if compacted is not None and not compacted.success:
+            report.failed_runs.append(f"faces_compacted (run {compacted.run_id}): {failure(compacted)}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _definitions() -> dg.Definitions:
+    from facepipe.definitions import defs
+
+    return defs
 
 
 @contextmanager

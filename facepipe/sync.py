@@ -11,10 +11,15 @@ from facepipe.forget import forget_images
 from facepipe.manifest import Manifest, SyncPlan
 
 
-def sync_partitions(instance: dg.DagsterInstance, manifest: Manifest, defs: dg.Definitions) -> SyncPlan:
-    """Erase deleted photos, add partitions for new ones (and any the instance lacks), record the diff."""
+def sync_partitions(instance: dg.DagsterInstance, manifest: Manifest, defs: dg.Definitions | None = None) -> SyncPlan:
+    """Erase deleted photos, add partitions for new ones (and any the instance lacks), record the diff.
+
+    `defs` (default: facepipe.definitions, loaded only when a photo was deleted) names the stores to erase from.
+    """
     plan = manifest.diff()
     if plan.deleted:
+        if defs is None:
+            from facepipe.definitions import defs
         forget_images(plan.deleted, manifest=manifest, **erasers(defs))
     added, gone = partition_changes(plan, instance.get_dynamic_partitions(images_partitions.name), manifest)
     if added:
