@@ -94,6 +94,7 @@ def test_consistency_check_names_the_images_a_store_lost(env, instance, capsys):
     assert failed.metadata["images"].value == "b/biden.jpg"
 
     # Re-materializing the named partition heals it.
-    assert defs.resolve_job_def("index_images").execute_in_process(instance=instance, partition_key="b/biden.jpg").success
+    index_job = defs.resolve_job_def("index_images")
+    assert index_job.execute_in_process(instance=instance, partition_key="b/biden.jpg").success
     result = check.execute_in_process(instance=instance)
     assert all(e.passed for e in result.get_asset_check_evaluations())

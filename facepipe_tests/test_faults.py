@@ -113,7 +113,7 @@ def test_two_runs_of_the_same_photos_at_once_leave_no_duplicates(env, capsys):
         text=True,
     )
     for proc in (first, second):
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
     from facepipe.stores.parquet import ParquetStore
 
