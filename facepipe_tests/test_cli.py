@@ -93,7 +93,7 @@ def test_readme_analytics_one_liners(env, capsys, engine):
     index_json(capsys)
     # The same one-liners as in the README, run as a user would, from the project folder.
     code = {
-        "duckdb": "import duckdb; duckdb.sql(\"SELECT image_key, count(*) AS faces FROM "
+        "duckdb": 'import duckdb; duckdb.sql("SELECT image_key, count(*) AS faces FROM '
         "'data/parquet/faces/**/*.parquet' GROUP BY ALL ORDER BY 1\").show()",
         "polars": "import polars as pl; print(pl.read_parquet('data/parquet/faces/**/*.parquet')"
         ".group_by('image_key').len().sort('image_key'))",
