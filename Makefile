@@ -17,6 +17,7 @@ run: setup
 test: setup
 	bash scripts/install-chromium.sh
 	$(UV) run --frozen ruff check facepipe facepipe_tests benchmarks
+	$(UV) run --frozen ruff format --check facepipe facepipe_tests benchmarks
 	$(UV) run --frozen pytest
 
 ui: setup
