@@ -7,9 +7,9 @@
 #   DLIB_USE_CUDA=1 scripts/build-dlib-openblas.sh       # NVIDIA GPU: CUDA toolkit + cuDNN must be installed
 #
 # Any DLIB_* variable reaches dlib's CMake (dlib's setup.py passes them on as -DDLIB_...=...).
-# The build is cached per variant under $FACEPIPE_BUILD_CACHE (default ~/.cache/facepipe), so running the
-# script again after `make setup` (which puts dlib-bin back) takes seconds. To go back by hand:
-#   uv pip uninstall --python .venv/bin/python dlib && make setup
+# The built wheel is kept per variant under $FACEPIPE_BUILD_CACHE (default ~/.cache/facepipe), so running
+# the script again after `make setup` (which puts dlib-bin back) takes seconds. To go back by hand:
+#   uv pip uninstall --no-config --python .venv/bin/python dlib && make setup
 #
 # What it changes: dlib's own CNN detector (FACEPIPE_CNN_ENGINE=dlib), the 5-point landmarks and the
 # ResNet face encoder. facepipe's default CNN engine runs on onnxruntime and does not use dlib's BLAS.
@@ -49,13 +49,39 @@ variant=openblas
 export DLIB_USE_BLAS=${DLIB_USE_BLAS:-1} DLIB_USE_LAPACK=${DLIB_USE_LAPACK:-1}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 
-# dlib-bin and dlib install the same module files: remove the wheel first.
-if "${UV[@]}" pip show --python "$PY" dlib-bin >/dev/null 2>&1; then
-    "${UV[@]}" pip uninstall --python "$PY" dlib-bin
+# --no-config: the project's pyproject.toml overrides `dlib` away (it installs dlib-bin instead).
+# dlib-bin and dlib install the same module files, and an installed dlib may be another variant:
+# remove both first.
+for dist in dlib-bin dlib; do
+    if "${UV[@]}" pip show --no-config --python "$PY" "$dist" >/dev/null 2>&1; then
+        "${UV[@]}" pip uninstall --no-config --python "$PY" "$dist"
+    fi
+done
+
+# The built wheel is kept in $CACHE/dlib-<variant>-wheels (uv rebuilds --no-binary packages on every
+# install), so only the first run compiles. REBUILD=1 compiles again (e.g. after changing DLIB_* flags).
+WHEELS="$CACHE/dlib-$variant-wheels"
+BUILD_CACHE="$CACHE/uv-dlib-$variant"
+PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+newest_wheel() {
+    find "$1" -name "dlib-$DLIB_VERSION-$PYTAG-*.whl" -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -1 | cut -d' ' -f2-
+}
+wheel=""
+[[ ${REBUILD:-0} == 1 ]] || wheel=$(newest_wheel "$WHEELS")
+if [[ -z $wheel ]]; then
+    echo "building dlib $DLIB_VERSION ($variant) from source: 10-15 minutes on 2 cores"
+    "${UV[@]}" pip install --no-config --python "$PY" --cache-dir "$BUILD_CACHE" --no-binary dlib "dlib==$DLIB_VERSION"
+    built=$(newest_wheel "$BUILD_CACHE")
+    if [[ -n $built ]]; then
+        mkdir -p "$WHEELS"
+        cp "$built" "$WHEELS/"
+        rm -rf "$BUILD_CACHE" # about 1 GB of build files; the wheel is all we keep
+        echo "kept $WHEELS/$(basename "$built")"
+    fi
+else
+    echo "installing $wheel (built earlier; REBUILD=1 to compile again)"
+    "${UV[@]}" pip install --no-config --python "$PY" "$wheel"
 fi
-echo "building dlib $DLIB_VERSION ($variant) from source; the first build takes about 10 minutes"
-"${UV[@]}" pip install --python "$PY" --cache-dir "$CACHE/uv-dlib-$variant" \
-    --no-binary dlib --reinstall-package dlib "dlib==$DLIB_VERSION"
 
 "$PY" - "$variant" <<'EOF'
 import sys
