@@ -889,9 +889,9 @@ def table(rows: list[tuple[str, Measured]], ref: Measured | None, results: dict[
         q = quality(m)
         base = results.get(m.row.baseline or "")
         if label == "skip unchanged (2nd index)" and base is not None:
-            x_base = f"{base.wall / m.wall:.1f}x (wall)"
+            x_base = f"{base.wall / m.wall:.1f}x less wall time than {base.row.name}"
         elif base is not None and base.photos == m.photos:
-            x_base = f"{m.photos_per_s / base.photos_per_s:.2f}x"
+            x_base = f"{m.photos_per_s / base.photos_per_s:.2f}x vs {base.row.name}"
         else:
             x_base = ""
         x_ref = f"{m.photos_per_s / ref.photos_per_s:.1f}x" if ref is not None and ref.photos == m.photos else ""
@@ -921,6 +921,14 @@ def replace_block(name: str, body: str) -> None:
     BENCHMARKS_MD.write_text(text)
 
 
+BLOCK_TITLES = {
+    "results": "### Results",
+    "library": "### Dagster overhead: `facepipe index` on a 200-photo library",
+    "solvay": "### The Solvay photo (2560x1853, 29 faces): `--solvay`",
+    "dlib": "### dlib builds: dlib-bin vs a source build (`--dlib-python`)",
+}
+
+
 def header(command: str, info: dict[str, str], started: datetime, minutes: float) -> str:
     return (
         f"Command: `{command}` (run {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min).  \n"
@@ -928,6 +936,128 @@ def header(command: str, info: dict[str, str], started: datetime, minutes: float
         f"Libraries: {info['dlib']}; onnxruntime {info['onnxruntime']}; numpy {info['numpy']}.  \n"
         f"Load average: {info['load']}.\n"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# dlib builds (--dlib-python): dlib-bin vs a source build, dlib's own CNN and the encoder
+# --------------------------------------------------------------------------------------------
+
+DLIB_PHOTOS = ["dlib_faces/2008_001322.jpg", "cocoindex/Carter_welcomes_Reagan.jpg"]
+
+
+def dlib_speed_main(out_path: Path) -> None:
+    """Runs under any Python with dlib, numpy, Pillow and face_recognition_models (no facepipe)."""
+    import warnings
+
+    import dlib
+    import numpy as np
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import face_recognition_models as frm
+
+    cnn = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+    predictor = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+    encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    result: dict = {
+        "dlib": dlib.__version__,
+        "blas": bool(getattr(dlib, "DLIB_USE_BLAS", False)),
+        "cuda": bool(getattr(dlib, "DLIB_USE_CUDA", False)),
+        "cnn": {},
+    }
+    faces = 0
+    encode_seconds = 0.0
+    for name in DLIB_PHOTOS:
+        img = np.asarray(Image.open(DATA / name).convert("RGB"))
+        for upsample in (0, 1):
+            started = time.perf_counter()
+            dets = cnn(img, upsample)
+            result["cnn"][f"{Path(name).name} up{upsample}"] = {
+                "seconds": time.perf_counter() - started,
+                "boxes": sorted([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in dets),
+            }
+        shapes = dlib.full_object_detections()
+        for d in dets:
+            shapes.append(predictor(img, d.rect))
+        encoder.compute_face_descriptor(img, shapes, 1)  # warm-up
+        started = time.perf_counter()
+        for _ in range(3):
+            for d in dets:
+                one = dlib.full_object_detections()
+                one.append(predictor(img, d.rect))
+                encoder.compute_face_descriptor(img, one, 1)
+        encode_seconds += time.perf_counter() - started
+        faces += 3 * len(dets)
+    result["encode_per_face"] = encode_seconds / max(faces, 1)
+    out_path.write_text(json.dumps(result))
+
+
+def run_dlib_builds(bench: Bench, other_python: str) -> str:
+    variants = [
+        ("dlib-bin (this venv)", sys.executable, {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}),
+        ("source build, 1 BLAS thread", other_python, {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}),
+        ("source build, 2 BLAS threads", other_python, {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}),
+    ]
+    rows = []
+    for label, python, env in variants:
+        out = bench.work / f"dlib-{len(rows)}.json"
+        log = bench.work / f"dlib-{len(rows)}.log"
+        bench.say(f"[{time.strftime('%H:%M:%S')}] {label} ...")
+        cmd = [python, str(Path(__file__).resolve()), "--_dlib_speed", str(out)]
+        _wall, _cpu, other, _peak, code = measure(cmd, clean_env(env), log)
+        if code != 0:
+            raise SystemExit(f"{label} failed:\n{log.read_text()[-3000:]}")
+        rows.append((label, json.loads(out.read_text()), other))
+    fast = _onnx_reference_seconds()
+    keys = list(rows[0][1]["cnn"])
+    lines = [
+        "| dlib | build flags | " + " | ".join(f"CNN {k} s" for k in keys) + " | landmarks + encoding per face s "
+        "| same boxes as dlib-bin | other load |\n",
+        "|---|---|" + "--:|" * len(keys) + "--:|---|--:|\n",
+    ]
+    base = rows[0][1]
+    for label, r, other in rows:
+        same = all(r["cnn"][k]["boxes"] == base["cnn"][k]["boxes"] for k in keys)
+        flags = ", ".join(n for n, on in (("BLAS", r["blas"]), ("CUDA", r["cuda"])) if on) or "no BLAS"
+        cells = " | ".join(
+            f"{r['cnn'][k]['seconds']:.2f} ({base['cnn'][k]['seconds'] / r['cnn'][k]['seconds']:.1f}x)" for k in keys
+        )
+        lines.append(
+            f"| {label} | dlib {r['dlib']}, {flags} | {cells} | {r['encode_per_face']:.3f} "
+            f"| {'yes' if same else 'no'} | {other:.2f} |\n"
+        )
+    lines.append(
+        "| facepipe's onnx engine (FastMMOD, 1 thread) | onnxruntime | "
+        + " | ".join(f"{fast[k]:.2f} ({base['cnn'][k]['seconds'] / fast[k]:.1f}x)" for k in keys)
+        + " | | | |\n"
+    )
+    return "".join(lines)
+
+
+def _onnx_reference_seconds() -> dict[str, float]:
+    """FastMMOD on the same photos and upsampling, best of 3, in a one-thread subprocess."""
+    code = (
+        "import json, time, numpy as np, sys; from PIL import Image; from facepipe.faces.mmod import FastMMOD;"
+        "f = FastMMOD(threads=1); out = {}\n"
+        "for name in json.loads(sys.argv[1]):\n"
+        "    img = np.asarray(Image.open(sys.argv[2] + '/' + name).convert('RGB'))\n"
+        "    for up in (0, 1):\n"
+        "        f.detect(img, up); best = 1e9\n"
+        "        for _ in range(3):\n"
+        "            t = time.perf_counter(); f.detect(img, up); best = min(best, time.perf_counter() - t)\n"
+        "        out[name.split('/')[-1] + f' up{up}'] = best\n"
+        "print(json.dumps(out))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(DLIB_PHOTOS), str(DATA)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env=clean_env({"OMP_NUM_THREADS": "1"}),
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -956,7 +1086,7 @@ def run_main(bench: Bench, selected: set[str]) -> tuple[str, dict]:
     out = []
     main_labels = [r.name for r in MAIN_ROWS if r.name in results]
     if main_labels:
-        out.append("### Reference vs facepipe\n")
+        out.append("#### Reference vs facepipe\n\n")
         out.append(table([(k, results[k]) for k in main_labels], ref, results))
         if ref is not None and "B facepipe default" in results:
             b, c = results["B facepipe default"], results["C facepipe fastest"]
@@ -969,10 +1099,7 @@ def run_main(bench: Bench, selected: set[str]) -> tuple[str, dict]:
             )
     lever_labels = [r.name for r in LEVER_ROWS if r.name in results]
     if lever_labels:
-        out.append("\n### Levers, one at a time (same photos; `x baseline` = photos/s vs the row named)\n")
-        out.append("| row | baseline |\n|---|---|\n")
-        out.extend(f"| {r.name} | {r.baseline or ''} |\n" for r in LEVER_ROWS if r.name in results)
-        out.append("\n")
+        out.append("\n#### Levers, one at a time (same photos; `x baseline` = photos/s vs the row named there)\n\n")
         out.append(table([(k, results[k]) for k in lever_labels], ref, results))
         inside = [(k, results[k].extra.get("inside")) for k in lever_labels if results[k].extra.get("inside")]
         if inside:
@@ -986,7 +1113,7 @@ def run_main(bench: Bench, selected: set[str]) -> tuple[str, dict]:
             )
     cand_labels = [r.name for r in FAST_CANDIDATES if r.name in results]
     if cand_labels:
-        out.append("\n### Fastest-mode candidates (core, 2 workers, no Dagster)\n")
+        out.append("\n#### Fastest-mode candidates (extraction alone, pool of 2, no Dagster)\n\n")
         out.append(table([(k, results[k]) for k in cand_labels], ref, results))
     return "".join(out), summary
 
@@ -1047,6 +1174,12 @@ def main() -> None:
     parser.add_argument("--solvay", action="store_true", help="only the Solvay photo: reference vs facepipe")
     parser.add_argument("--no-write", action="store_true", help="print the results, leave BENCHMARKS.md alone")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, data folders)")
+    parser.add_argument(
+        "--dlib-python",
+        help="only compare dlib builds: this venv's dlib-bin vs the dlib of this Python "
+        "(e.g. a venv made by scripts/build-dlib-openblas.sh)",
+    )
+    parser.add_argument("--_dlib_speed", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_timeline", type=Path, help=argparse.SUPPRESS)
@@ -1057,6 +1190,9 @@ def main() -> None:
     if args._timeline:
         timeline_main(args._timeline)
         return
+    if args._dlib_speed:
+        dlib_speed_main(args._dlib_speed)
+        return
 
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -1065,7 +1201,9 @@ def main() -> None:
     bench = Bench(work)
     blocks: dict[str, str] = {}
     try:
-        if args.solvay:
+        if args.dlib_python:
+            blocks["dlib"] = run_dlib_builds(bench, args.dlib_python)
+        elif args.solvay:
             blocks["solvay"] = run_solvay(bench)
         else:
             selected = set(args.only.split(","))
@@ -1083,7 +1221,7 @@ def main() -> None:
     head = header(command, info, started, minutes)
     raw = {label: {**asdict(m.row), **_numbers(m)} for label, m in bench.results.items()}
     for name, body in blocks.items():
-        text = head + "\n" + body
+        text = f"{BLOCK_TITLES[name]}\n\n{head}\n{body}"
         print(text)
         if not args.no_write:
             replace_block(name, text)
