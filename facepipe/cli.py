@@ -215,22 +215,19 @@ def cmd_forget(args: argparse.Namespace) -> int:
         undone = remember_photos(args.image_keys)
         print(f"{len(undone)} photos will be indexed again by the next `facepipe index` or sensor tick.")
         return 0
-    if args.person:
-        if args.image_keys:
-            raise UsageError("give either IMAGE_KEY... or --person PERSON_ID, not both")
-        try:
-            faces = forget_person(args.person)
-        except KeyError as exc:
-            raise UsageError(str(exc).strip("'\"")) from None
-        print(f"Forgot person {args.person}: {faces} faces erased from the Parquet, both stores and the clusters.")
-        return 0
-    if not args.image_keys:
+    if args.person and args.image_keys:
+        raise UsageError("give either IMAGE_KEY... or --person PERSON_ID, not both")
+    if not args.person and not args.image_keys:
         raise UsageError("name the photos to forget (their image keys, as `facepipe status` shows them)")
-    try:
-        erased = forget_photos(args.image_keys)
+    try:  # unknown keys or persons: the user's input
+        if args.person:
+            faces = forget_person(args.person)
+            print(f"Forgot person {args.person}: {faces} faces erased from the Parquet, both stores and the clusters.")
+        else:
+            erased = forget_photos(args.image_keys)
+            print(f"Forgot {len(erased)} photos; they stay out of the index until `facepipe forget --undo KEY`.")
     except KeyError as exc:
         raise UsageError(str(exc).strip("'\"")) from None
-    print(f"Forgot {len(erased)} photos; they stay out of the index until `facepipe forget --undo KEY`.")
     return 0
 
 

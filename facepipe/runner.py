@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 from tqdm import tqdm
 
-from facepipe.batching import DEFAULT_BATCH, contiguous_batches
+from facepipe.batching import DEFAULT_BATCH, contiguous_batches, range_tags
 from facepipe.config import paths
 
 
@@ -209,9 +209,4 @@ def run_target(batch: list[str]) -> dict:
     """execute_in_process arguments for one key or a contiguous key range."""
     if len(batch) == 1:
         return {"partition_key": batch[0]}
-    return {
-        "tags": {
-            "dagster/asset_partition_range_start": batch[0],
-            "dagster/asset_partition_range_end": batch[-1],
-        }
-    }
+    return {"tags": range_tags(batch)}
