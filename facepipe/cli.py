@@ -1,77 +1,106 @@
-"""The `facepipe` command (the sub-commands and their flags are a contract, see README)."""
+"""The `facepipe` command (the sub-commands and their flags are a contract, see README).
+
+Query commands (`search`, `person`, `people`, `status`, `serve`) never import Dagster; `index` on an
+unchanged library answers from the manifest before it does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import time
 from pathlib import Path
+
+from facepipe import settings as settings_module
+from facepipe.library import Library, LibraryError
+from facepipe.stores import registry
 
 
 class UsageError(Exception):
     """Bad input from the user: exit code 2 with a clear message."""
 
 
-def cmd_index(args: argparse.Namespace) -> int:
-    if args.folder:
-        folder = Path(args.folder)
-        if not folder.is_dir():
-            raise UsageError(f"{folder} is not a folder")
-        os.environ["FACEPIPE_IMAGES"] = str(folder.resolve())
-    from facepipe.runner import run_index
+def _library(folder: str | None = None) -> Library:
+    return Library.open(settings_module.current(), folder)
 
-    report = run_index(show_progress=(not args.quiet and sys.stderr.isatty()) or args.progress)
-    people = _refresh_people(report)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    **report.__dict__,
-                    "errors": [{"image_key": k, "reason": r} for k, r in report.errors],
-                    "people": people,
-                }
-            )
-        )
-    else:
-        if report.processed == 0 and not report.failed_runs:
-            print(
-                f"Nothing to do: {report.images} images unchanged ({report.deleted} deleted) in {report.seconds:.1f}s."
-            )
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from facepipe import sync
+
+    started = time.perf_counter()
+    if args.folder and not Path(args.folder).is_dir():
+        raise UsageError(f"{args.folder} is not a folder")
+    if args.images_moved and not args.folder:
+        raise UsageError("--images-moved needs the FOLDER the photos are in now")
+    library = _library(args.folder)
+    if args.images_moved:
+        library.move_root(args.folder)
+    library.check_root()
+    if not (args.repair or args.confirm_deletions) and _up_to_date(library):
+        library.record()
+        images = len(library.manifest.keys())
+        if args.json:
+            print(json.dumps({**_empty_report(images), "seconds": time.perf_counter() - started}))
         else:
-            print(
-                f"Indexed {report.processed} of {report.images} images ({report.new} new, {report.changed} changed, "
-                f"{report.deleted} deleted): {report.faces} faces, {len(report.errors)} errors "
-                f"in {report.seconds:.1f}s."
-            )
+            print(f"Nothing to do: {images} images unchanged in {time.perf_counter() - started:.1f}s ({library.root}).")
+        return 0
+    from facepipe.defs.indexer import run_index
+
+    show = (not args.quiet and sys.stderr.isatty()) or args.progress
+    try:
+        report = run_index(library, show_progress=show, repair=args.repair, confirm_deletions=args.confirm_deletions)
+    except sync.DeletionsHeld as exc:
+        print(f"facepipe: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        doc = {**report.__dict__, "errors": [{"image_key": k, "reason": r} for k, r in report.errors]}
+        print(json.dumps(doc))
+    else:
+        print(_summary(report, library))
         for key, reason in report.errors:
             print(f"  error: {key}: {reason}")
         for run in report.failed_runs:
             print(f"  failed run: {run}", file=sys.stderr)
-        if people.get("error"):
-            print(f"  people: {people['error']}", file=sys.stderr)
-    return 1 if report.failed_runs or people.get("error") else 0
+        if report.people.get("error"):
+            print(f"  people: {report.people['error']}", file=sys.stderr)
+    return 1 if report.failed_runs or report.people.get("error") else 0
 
 
-def _refresh_people(report) -> dict:
-    """The index runs cluster people as they go; deleted photos (no run) need one more pass."""
-    from facepipe.people import People
+def _up_to_date(library: Library) -> bool:
+    """Folder, manifest, stores, people and compaction agree, and the Dagster home exists: no Dagster needed."""
+    from facepipe import sync
 
-    if not People().is_stale():  # checked before loading the Dagster definitions (~1.5 s of imports)
-        return {"persons": len(People().list())}
-    from facepipe.defs.people import refresh_people
-
-    result = refresh_people()
-    if result is not None and not result.success:
-        return {"persons": None, "error": f"clustering people failed (run {result.run_id})"}
-    return {"persons": len(People().list())}
+    if not (library.settings.dagster_home_path / "dagster.yaml").exists():
+        return False
+    return sync.nothing_to_do(library) is not None and not library.people.is_stale() and not library.compactor.is_stale()
 
 
-def _stores() -> dict:
-    from facepipe.stores import stores_from_env
+def _empty_report(images: int) -> dict:
+    return {
+        "images": images,
+        "processed": 0,
+        "faces": 0,
+        "new": 0,
+        "changed": 0,
+        "deleted": 0,
+        "errors": [],
+        "failed_runs": [],
+        "repaired": [],
+        "people": {},
+    }
 
-    qdrant, pgvector = stores_from_env()
-    return {"qdrant": qdrant, "pgvector": pgvector}
+
+def _summary(report, library: Library) -> str:
+    took = f"in {report.seconds:.1f}s ({library.root})."
+    if report.processed == 0 and not report.failed_runs:
+        if report.deleted:
+            return f"Erased {report.deleted} deleted photos; {report.images} images unchanged {took}"
+        return f"Nothing to do: {report.images} images unchanged {took}"
+    return (
+        f"Indexed {report.processed} of {report.images} images ({report.new} new, {report.changed} changed, "
+        f"{report.deleted} deleted): {report.faces} faces, {len(report.errors)} errors {took}"
+    )
 
 
 def _read_query(path: str) -> bytes:
@@ -84,19 +113,19 @@ def _read_query(path: str) -> bytes:
 def cmd_search(args: argparse.Namespace) -> int:
     from facepipe import query
 
-    store = _stores()[args.store]
-    try:
-        results = query.search(_read_query(args.image), store, args.top_k, args.max_distance)
-    except query.QueryImageError as exc:
-        raise UsageError(f"{args.image}: {exc}") from None
-    finally:
-        store.close()
-    if args.json:
-        print(json.dumps([[_match_json(m) for m in r.matches] for r in results]))
-        return 0
-    if not results:
-        print(f"No face found in {args.image}.")
-    names = _names()
+    with _library() as library:
+        try:
+            results = query.search(
+                _read_query(args.image), library.store(args.store), args.top_k, args.max_distance, library.settings.extract
+            )
+        except query.QueryImageError as exc:
+            raise UsageError(f"{args.image}: {exc}") from None
+        if args.json:
+            print(json.dumps([[_match_json(m) for m in r.matches] for r in results]))
+            return 0
+        if not results:
+            print(f"No face found in {args.image}.")
+        names = library.people.names()
     for n, r in enumerate(results, 1):
         print(f"face {n} at (top, right, bottom, left) {r.box}:")
         for m in r.matches:
@@ -105,12 +134,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not r.matches:
             print("  no match" + (f" within {args.max_distance}" if args.max_distance is not None else ""))
     return 0
-
-
-def _names() -> dict:
-    from facepipe.people import People
-
-    return People().names()
 
 
 def _who(person_id: str, names: dict) -> str:
@@ -125,19 +148,22 @@ def _match_json(m) -> dict:
 
 def cmd_person(args: argparse.Namespace) -> int:
     from facepipe import query
-    from facepipe.defs.resources import parquet_from_env
 
-    store = _stores()[args.store]
-    try:
-        person_id, photos = query.person(_read_query(args.image), store, parquet_from_env(), args.max_distance)
-    except query.QueryImageError as exc:
-        raise UsageError(f"{args.image}: {exc}") from None
-    finally:
-        store.close()
-    if args.json:
-        print(json.dumps([{"image_key": p.image_key, "distance": round(p.distance, 6)} for p in photos]))
-        return 0
-    who = f"person {_who(person_id, _names())}" if person_id else "this face (in no person cluster)"
+    with _library() as library:
+        try:
+            person_id, photos = query.person(
+                _read_query(args.image),
+                library.store(args.store),
+                library.parquet,
+                args.max_distance,
+                library.settings.extract,
+            )
+        except query.QueryImageError as exc:
+            raise UsageError(f"{args.image}: {exc}") from None
+        if args.json:
+            print(json.dumps([{"image_key": p.image_key, "distance": round(p.distance, 6)} for p in photos]))
+            return 0
+        who = f"person {_who(person_id, library.people.names())}" if person_id else "this face (in no person cluster)"
     print(f"{len(photos)} photos of {who}:")
     for p in photos:
         print(f"  {p.distance:.3f}  {p.image_key}")
@@ -146,19 +172,14 @@ def cmd_person(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from facepipe import query
-    from facepipe.defs.resources import parquet_from_env
 
-    stores = _stores()
-    try:
-        doc = query.status(parquet_from_env(), stores)
-    finally:
-        for store in stores.values():
-            store.close()
+    with _library() as library:
+        doc = query.status(library.parquet, library.stores())
     if args.json:
         print(json.dumps(doc))
         return 0
-    print(f"{doc['images']} images, {len(doc['errors'])} errors")
-    for name in ("parquet", "qdrant", "pgvector"):
+    print(f"{doc['images']} images, {len(doc['errors'])} errors ({library.banner()})")
+    for name in ("parquet", *registry.names()):
         entry = doc[name]
         print(
             f"  {name:9} {entry['faces'] if entry['faces'] is not None else 'unavailable'} faces"
@@ -170,21 +191,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_people(args: argparse.Namespace) -> int:
-    from facepipe.people import People, PeopleError, people_json
+    from facepipe.people import PeopleError, people_json
 
-    people = People()
+    library = _library()
+    people = library.people
     try:
         if args.action == "name":
             person = people.name(args.person_id, args.name)
             print(f"{person.person_id} is now {person.name!r}" if person.name else f"{person.person_id} has no name")
             return 0
         if args.action == "merge":
-            stores = _stores()
-            try:
-                person, moved = people.merge(args.keep, args.fold, stores=list(stores.values()))
-            finally:
-                for store in stores.values():
-                    store.close()
+            with library:
+                person, moved = people.merge(args.keep, args.fold, stores=list(library.stores().values()))
             print(f"{args.fold} folded into {person.person_id}: {moved} faces moved, {person.faces} faces in all")
             return 0
     except PeopleError as exc:
@@ -204,15 +222,16 @@ def cmd_people(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from facepipe.api import serve
 
-    serve(host=args.host, port=args.port, store=args.store)
+    serve(_library(), host=args.host, port=args.port, store=args.store)
     return 0
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from facepipe.forget import forget_person, forget_photos, remember_photos
+    from facepipe import forget
 
+    library = _library()
     if args.undo:
-        undone = remember_photos(args.image_keys)
+        undone = forget.remember_photos(library, args.image_keys)
         print(f"{len(undone)} photos will be indexed again by the next `facepipe index` or sensor tick.")
         return 0
     if args.person and args.image_keys:
@@ -220,23 +239,44 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if not args.person and not args.image_keys:
         raise UsageError("name the photos to forget (their image keys, as `facepipe status` shows them)")
     try:  # unknown keys or persons: the user's input
-        if args.person:
-            faces = forget_person(args.person)
-            print(f"Forgot person {args.person}: {faces} faces erased from the Parquet, both stores and the clusters.")
-        else:
-            erased = forget_photos(args.image_keys)
-            print(f"Forgot {len(erased)} photos; they stay out of the index until `facepipe forget --undo KEY`.")
+        with library:
+            if args.person:
+                faces = forget.forget_person(library, args.person)
+                print(f"Forgot person {args.person}: {faces} faces erased from the Parquet, every store and the clusters.")
+                return 0
+            erased = forget.forget_photos(library, args.image_keys)
     except KeyError as exc:
         raise UsageError(str(exc).strip("'\"")) from None
+    _drop_partitions(library, erased)
+    print(f"Forgot {len(erased)} photos; they stay out of the index until `facepipe forget --undo KEY`.")
     return 0
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    from facepipe.runner import ensure_dagster_home
+def _drop_partitions(library: Library, keys: list[str]) -> None:
+    """Dagster's own records of the erased photos: their partitions and, where possible, their events."""
+    import dagster as dg
 
-    ensure_dagster_home()
+    from facepipe.defs.instance import ensure_dagster_home
+    from facepipe.defs.partitions import drop_partitions
+
+    ensure_dagster_home(library.settings)
+    assets = ["faces", *(spec.asset_name for spec in registry.specs())]
+    with dg.DagsterInstance.get() as instance:
+        drop_partitions(instance, keys, assets)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import os
+
+    from facepipe.defs.instance import ensure_dagster_home
+
+    library = _library()
+    ensure_dagster_home(library.settings)
     root = Path(__file__).resolve().parent.parent
-    os.execvp("dagster", ["dagster", "dev", "-w", str(root / "workspace.yaml"), "-p", str(args.port)])
+    beside = Path(sys.executable).parent / "dagster"  # the venv's, even when the venv is not activated
+    dagster = str(beside) if beside.exists() else "dagster"
+    print(f"facepipe: Dagster UI on http://127.0.0.1:{args.port}/ for {library.banner()}", file=sys.stderr)
+    os.execvp(dagster, [dagster, "dev", "-w", str(root / "workspace.yaml"), "-p", str(args.port)])
     return 0  # pragma: no cover
 
 
@@ -245,27 +285,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     index = sub.add_parser("index", help="process every new, changed or deleted image once, in-process")
-    index.add_argument("folder", nargs="?", help="images folder (default: $FACEPIPE_IMAGES or data/images)")
+    index.add_argument(
+        "folder", nargs="?", help="images folder (default: the one the library recorded, else $FACEPIPE_IMAGES or data/images)"
+    )
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.add_argument("--progress", action="store_true", help="progress bar even when not on a terminal")
     index.add_argument(
         "--repair", action="store_true", help="compare the stores with the Parquet first and re-export what differs"
     )
+    index.add_argument(
+        "--images-moved",
+        action="store_true",
+        help="the library's photos now live in FOLDER: re-root it, keeping the faces of files that match",
+    )
+    index.add_argument(
+        "--confirm-deletions",
+        action="store_true",
+        help="erase photos gone from the folder even when that is all of them or more than FACEPIPE_MAX_DELETE_SHARE",
+    )
     index.set_defaults(func=cmd_index)
 
-    stores = ("qdrant", "pgvector")
+    stores = registry.names()
     search = sub.add_parser("search", help="faces most similar to each face in IMAGE")
     search.add_argument("image")
     search.add_argument("--top-k", type=int, default=10)
-    search.add_argument("--store", choices=stores, default="qdrant")
+    search.add_argument("--store", choices=stores, default=stores[0])
     search.add_argument("--max-distance", type=float, default=None)
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
 
     person = sub.add_parser("person", help="images that contain the person in IMAGE (its largest face)")
     person.add_argument("image")
-    person.add_argument("--store", choices=stores, default="qdrant")
+    person.add_argument("--store", choices=stores, default=stores[0])
     person.add_argument("--max-distance", type=float, default=0.6)
     person.add_argument("--json", action="store_true")
     person.set_defaults(func=cmd_person)
@@ -288,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="HTTP API and search page")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    serve.add_argument("--store", choices=stores, default="qdrant")
+    serve.add_argument("--store", choices=stores, default=stores[0])
     serve.set_defaults(func=cmd_serve)
 
     forget = sub.add_parser("forget", help="erase photos, or a person, from everything facepipe keeps")
@@ -304,10 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        settings_module.reload()  # each command sees the environment as it is now
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except UsageError as exc:
+    except (UsageError, LibraryError, settings_module.SettingsError) as exc:
         print(f"facepipe: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -119,8 +119,8 @@ def scan(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 class Compactor:
-    def __init__(self, parquet: ParquetStore | None = None, shards: int = SHARDS):
-        self.parquet = parquet or ParquetStore()
+    def __init__(self, parquet: ParquetStore, shards: int = SHARDS):
+        self.parquet = parquet
         self.shards = shards
 
     @property

@@ -1,41 +1,13 @@
-"""The one Definitions object: what `dagster dev`, the daemon and `facepipe index` all load."""
+"""The one Definitions object: what `dagster dev`, the daemon and the run workers load.
 
-import dagster as dg
+Built from the environment by the composition root (facepipe.library); nothing in facepipe imports
+this module: `facepipe index` builds its own Definitions for the library it was given.
+"""
 
-from facepipe.defs.assets import faces
-from facepipe.defs.checks import stores_match_parquet
-from facepipe.defs.compaction import compact_job, compaction_automation, faces_compacted
-from facepipe.defs.exports import pgvector_faces, qdrant_faces
-from facepipe.defs.people import people, people_automation, people_job, people_sensor
-from facepipe.defs.resources import library_from_env, parquet_from_env
-from facepipe.defs.sensors import images_sensor
-from facepipe.stores import stores_from_env
+from facepipe.defs.build import build_definitions
+from facepipe.defs.instance import ensure_dagster_home
+from facepipe.library import Library
+from facepipe.settings import current
 
-qdrant, pgvector = stores_from_env()
-
-index_job = dg.define_asset_job(
-    "index_images",
-    # Compaction runs on its own (cron, end of `facepipe index`), not once per batch.
-    selection=dg.AssetSelection.assets(faces).downstream().without_checks() - dg.AssetSelection.assets(faces_compacted),
-    description="Faces of a batch of image partitions, their exports to Qdrant and pgvector, then people.",
-)
-
-check_job = dg.define_asset_job(
-    "check_stores",
-    selection=dg.AssetSelection.checks(stores_match_parquet),
-    description="Compare the face ids in Qdrant and pgvector with the Parquet.",
-)
-
-defs = dg.Definitions(
-    assets=[faces, qdrant_faces, pgvector_faces, people, faces_compacted],
-    asset_checks=[stores_match_parquet],
-    jobs=[index_job, check_job, people_job, compact_job],
-    schedules=[dg.ScheduleDefinition(job=check_job, cron_schedule="0 3 * * *")],
-    sensors=[images_sensor, people_sensor, people_automation, compaction_automation],
-    resources={
-        "library": library_from_env(),
-        "parquet": parquet_from_env(),
-        "qdrant": qdrant,
-        "pgvector": pgvector,
-    },
-)
+ensure_dagster_home(current())
+defs = build_definitions(Library.open(current()))

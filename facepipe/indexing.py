@@ -9,13 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facepipe.faces.batch import Job, extract_many
-from facepipe.faces.extract import ExtractSettings
 from facepipe.faces.records import ImageRecord
 from facepipe.keys import UnsafeKeyError, path_for_key
-from facepipe.manifest import Manifest
-from facepipe.stores.parquet import ParquetStore
+
+if TYPE_CHECKING:
+    from facepipe.library import Library
 
 Progress = Callable[[ImageRecord], None]
 
@@ -31,6 +32,18 @@ def add_progress_hook(hook: Progress) -> Callable[[], None]:
     return lambda: _progress_hooks.remove(hook)
 
 
+@dataclass(frozen=True)
+class PhotoResult:
+    """What one photo of a batch came to: the per-partition metadata Dagster shows."""
+
+    image_key: str
+    status: str
+    faces: int
+    seconds: float
+    reason: str | None = None
+    skipped: bool = False  # already indexed from the same bytes and settings
+
+
 @dataclass
 class BatchSummary:
     images: int = 0
@@ -39,17 +52,7 @@ class BatchSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     extract_seconds: float = 0.0
-
-    def metadata(self) -> dict[str, object]:
-        return {
-            "images": self.images,
-            "skipped_unchanged": self.skipped,
-            "faces": self.faces,
-            "errors": len(self.errors),
-            "seconds": round(self.seconds, 3),
-            "extract_seconds": round(self.extract_seconds, 3),
-            **({"error_files": "\n".join(f"{k}: {r}" for k, r in self.errors[:50])} if self.errors else {}),
-        }
+    photos: list[PhotoResult] = field(default_factory=list)
 
 
 def jobs_for(keys: Sequence[str], images_root: Path) -> list[Job]:
@@ -62,22 +65,18 @@ def jobs_for(keys: Sequence[str], images_root: Path) -> list[Job]:
     return jobs
 
 
-def index_batch(
-    keys: Sequence[str],
-    images_root: Path,
-    manifest: Manifest,
-    parquet: ParquetStore,
-    settings: ExtractSettings,
-    workers: int | None = None,
-    force: bool = False,
-) -> BatchSummary:
+def index_batch(library: Library, keys: Sequence[str], force: bool = False) -> BatchSummary:
     """Extract and write the photos; ones already indexed from the same bytes and settings are skipped
     (a run that only needs to redo an export, or a backfill over a half-done batch, costs no detection)."""
     started = time.perf_counter()
     summary = BatchSummary()
+    manifest, parquet, settings = library.manifest, library.parquet, library.settings.extract
+    images_root, workers = library.root, library.settings.worker_count
     forgotten = manifest.forgotten_face_ids()
     todo = list(keys) if force else manifest.needs_indexing(keys, settings.model_version)
     summary.skipped = len(keys) - len(todo)
+    todo_set = set(todo)
+    summary.photos.extend(_skipped(library, [k for k in keys if k not in todo_set]))
     marks: list[tuple[str, str, str, str]] = []
     flushed = time.monotonic()
     try:
@@ -96,9 +95,26 @@ def index_batch(
             summary.extract_seconds += record.seconds
             if not record.ok:
                 summary.errors.append((record.image_key, record.reason or "unknown"))
+            summary.photos.append(
+                PhotoResult(record.image_key, record.status, record.face_count, record.seconds, record.reason)
+            )
             for hook in list(_progress_hooks):
                 hook(record)
     finally:
         manifest.mark_indexed_many(marks)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _skipped(library: Library, keys: Sequence[str]) -> list[PhotoResult]:
+    """Photos the run did not extract again: their metadata is what their Parquet status row says."""
+    results = []
+    for key in keys:
+        row = library.parquet.read_image(key)
+        if row is None:
+            results.append(PhotoResult(key, "ok", 0, 0.0, skipped=True))
+        else:
+            results.append(
+                PhotoResult(key, row["status"], row["faces"] or 0, row["seconds"] or 0.0, row["reason"], skipped=True)
+            )
+    return results

@@ -221,11 +221,10 @@ class Manifest:
             else:
                 db.executemany("DELETE FROM exports WHERE key = ? AND store = ?", [(k, store) for k in keys])
 
-    def indexed(self, key: str) -> tuple[str | None, str | None]:
-        """(sha256, model_version) last indexed for the key."""
+    def error_keys(self) -> list[str]:
+        """Photos whose last indexing gave an `error` row (unreadable, not an image, ...)."""
         with self._db() as db:
-            row = db.execute("SELECT indexed_sha256, indexed_version FROM files WHERE key = ?", (key,)).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+            return [row[0] for row in db.execute("SELECT key FROM files WHERE status = 'error' ORDER BY key")]
 
     def mark_indexed(self, key: str, sha256: str, model_version: str, status: str) -> None:
         self.mark_indexed_many([(key, sha256, model_version, status)])

@@ -47,7 +47,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facepipe.config import paths
 from facepipe.stores.parquet import ParquetStore, _write_atomic
 
 THRESHOLD = 0.5
@@ -195,9 +194,9 @@ def chinese_whispers(n: int, edges: Sequence[tuple[int, int]]) -> list[int]:
 class People:
     """The people state of one data folder; every method opens and closes its own connection."""
 
-    def __init__(self, data_dir: Path | str | None = None, parquet: ParquetStore | None = None):
-        self.data = Path(data_dir) if data_dir else paths().data
-        self.parquet = parquet or ParquetStore()
+    def __init__(self, data_dir: Path | str, parquet: ParquetStore | None = None):
+        self.data = Path(data_dir)
+        self.parquet = parquet or ParquetStore(self.data / "parquet")
 
     @property
     def path(self) -> Path:

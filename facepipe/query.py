@@ -13,6 +13,7 @@ import numpy as np
 from facepipe.faces.extract import ExtractSettings, extract_faces
 from facepipe.faces.loading import ImageLoadError
 from facepipe.faces.records import Box, Face
+from facepipe.settings import current
 from facepipe.stores.base import FaceStore, Match
 from facepipe.stores.parquet import ParquetStore
 
@@ -33,7 +34,7 @@ class QueryFace:
 
 def faces_in(data: bytes, settings: ExtractSettings | None = None) -> list[Face]:
     """The faces of a query photo, largest first."""
-    record = extract_faces(data, "query", settings or ExtractSettings.from_env())
+    record = extract_faces(data, "query", settings or current().extract)
     if not record.ok:
         raise QueryImageError(record.reason or "unreadable image")
     return sorted(record.faces, key=lambda f: f.area, reverse=True)

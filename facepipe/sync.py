@@ -1,45 +1,96 @@
-"""Keeping Dagster's image partitions equal to the files in the folder (used by `facepipe index`)."""
+"""Keeping the library equal to the images folder: the one routine `facepipe index` and the sensor share.
+
+`plan` diffs the folder against the manifest, refuses to read a missing or emptied folder as
+"every photo was deleted", erases what is really gone and says which partitions to add or delete;
+the caller applies those to Dagster (the index in-process, the sensor through its result), then
+`commit` records the diff and groups the photos to process into runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-import dagster as dg
-
-from facepipe.defs.partitions import images_partitions
-from facepipe.forget import forget_images
-from facepipe.manifest import Manifest, SyncPlan
-
-
-def sync_partitions(instance: dg.DagsterInstance, manifest: Manifest, defs: dg.Definitions | None = None) -> SyncPlan:
-    """Erase deleted photos, add partitions for new ones (and any the instance lacks), record the diff.
-
-    `defs` (default: facepipe.definitions, loaded only when a photo was deleted) names the stores to erase from.
-    """
-    plan = manifest.diff()
-    if plan.deleted:
-        if defs is None:
-            from facepipe.definitions import defs
-        forget_images(plan.deleted, manifest=manifest, **erasers(defs))
-    added, gone = partition_changes(plan, instance.get_dynamic_partitions(images_partitions.name), manifest)
-    if added:
-        instance.add_dynamic_partitions(images_partitions.name, added)
-    for key in gone:
-        instance.delete_dynamic_partition(images_partitions.name, key)
-    manifest.apply(plan)
-    return plan
+from facepipe.forget import erase_images
+from facepipe.library import Library, LibraryError
+from facepipe.manifest import SyncPlan
+from facepipe.partition_ranges import contiguous_batches
 
 
-def partition_changes(plan: SyncPlan, known: Sequence[str], manifest: Manifest) -> tuple[list[str], list[str]]:
-    """(keys to add, keys to delete) so the partitions become the files the manifest knows after `plan`;
-    partitions the instance lacks (a new DAGSTER_HOME) are added back too. Call before `apply`."""
-    existing = set(known)
-    wanted = sorted((set(manifest.keys()) - set(plan.deleted)) | set(plan.new))
-    return [k for k in wanted if k not in existing], [k for k in plan.deleted if k in existing]
+class DeletionsHeld(LibraryError):
+    """The folder says more photos are gone than is believable; nothing was erased."""
 
 
-def erasers(defs: dg.Definitions) -> dict:
-    """The stores a deleted photo must vanish from, as configured in the definitions."""
-    resources = defs.resources or {}
-    stores = [resources[name] for name in ("qdrant", "pgvector") if name in resources]
-    return {"parquet": resources["parquet"], "stores": stores}
+@dataclass
+class SyncOutcome:
+    plan: SyncPlan
+    add_partitions: list[str] = field(default_factory=list)
+    delete_partitions: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+    """Every partition key after the sync, in the instance's order (runs cover contiguous ranges)."""
+
+
+def check_deletions(library: Library, plan: SyncPlan, confirmed: bool = False) -> None:
+    """Raise DeletionsHeld when the diff would erase all photos, or more than the allowed share."""
+    if not plan.deleted or confirmed:
+        return
+    known = plan.unchanged + len(plan.changed) + len(plan.deleted)
+    remaining = plan.unchanged + len(plan.changed) + len(plan.new)
+    share = library.settings.max_delete_share
+    how = (
+        "If that is what you want, run `facepipe index --confirm-deletions` "
+        "(or set FACEPIPE_MAX_DELETE_SHARE=1 for the sensor)."
+    )
+    if remaining == 0:
+        raise DeletionsHeld(
+            f"the images folder {library.root} holds none of the library's {known} photos now "
+            f"(an unmounted or emptied folder?): nothing was deleted. {how}"
+        )
+    if len(plan.deleted) > share * known:
+        raise DeletionsHeld(
+            f"{len(plan.deleted)} of the library's {known} photos are gone from {library.root} "
+            f"(more than {share:.0%}): nothing was deleted. {how}"
+        )
+
+
+def plan(
+    library: Library, known_partitions: Sequence[str], confirmed: bool = False, diff: SyncPlan | None = None
+) -> SyncOutcome:
+    """Diff, guard, erase the deleted photos everywhere, and the partition changes to make."""
+    library.check_root()
+    sync_plan = diff if diff is not None else library.manifest.diff()
+    check_deletions(library, sync_plan, confirmed)
+    if sync_plan.deleted:
+        erase_images(library, sync_plan.deleted)
+    existing = set(known_partitions)
+    wanted = sorted((set(library.manifest.keys()) - set(sync_plan.deleted)) | set(sync_plan.new))
+    added = [k for k in wanted if k not in existing]  # also partitions a fresh Dagster home lacks
+    gone = [k for k in sync_plan.deleted if k in existing]
+    gone_set = set(gone)
+    order = [k for k in known_partitions if k not in gone_set] + added
+    return SyncOutcome(sync_plan, added, gone, order)
+
+
+def commit(library: Library, outcome: SyncOutcome, pending: bool) -> list[list[str]]:
+    """Record the diff, then the runs to launch: new and changed photos, or with `pending` everything
+    not yet indexed with the current settings or not yet in every store."""
+    library.manifest.apply(outcome.plan)
+    library.record()
+    if pending:
+        todo = set(library.manifest.pending(library.settings.extract.model_version)).union(
+            *(library.manifest.unexported(name) for name in library.store_names)
+        )
+    else:
+        todo = set(outcome.plan.to_run)
+    return contiguous_batches(sorted(todo), outcome.order, library.settings.batch)
+
+
+def nothing_to_do(library: Library) -> SyncPlan | None:
+    """The diff when the folder, the manifest and every store agree (no Dagster needed), else None."""
+    library.check_root()
+    diff = library.manifest.diff()
+    if diff or library.manifest.pending(library.settings.extract.model_version):
+        return None
+    if any(library.manifest.unexported(name) for name in library.store_names):
+        return None
+    return diff

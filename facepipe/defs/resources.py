@@ -1,42 +1,42 @@
-"""Resources: where the photos are, where results go, and the settings faces are made with."""
+"""The one resource: the photo library (facepipe.library.Library), built by the composition root.
+
+Its fields are what the Dagster UI shows about it; secrets (store passwords and keys) are read by
+facepipe.settings from the environment and never become resource config.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
-from facepipe.config import paths
-from facepipe.faces.extract import ExtractSettings
-from facepipe.manifest import Manifest
-from facepipe.stores.parquet import ParquetStore
+from facepipe.library import Library
+from facepipe.settings import current
 
-
-class PhotoLibrary(dg.ConfigurableResource):
-    """The watched images folder and the data folder that records what was made of it."""
-
-    images_root: str | None = None  # None: FACEPIPE_IMAGES as set when a run starts
-    data_dir: str | None = None  # None: FACEPIPE_DATA as set when a run starts
-    workers: int = 0  # 0: FACEPIPE_WORKERS, else one process per core
-
-    @property
-    def root(self) -> Path:
-        return Path(self.images_root).resolve() if self.images_root else paths().images
-
-    @property
-    def data(self) -> Path:
-        return Path(self.data_dir).resolve() if self.data_dir else paths().data
-
-    def manifest(self) -> Manifest:
-        return Manifest(self.data / "manifest.sqlite", self.root)
-
-    def settings(self) -> ExtractSettings:
-        return ExtractSettings.from_env()
+_LIBRARIES: dict[str, Library] = {}
+"""Libraries built in this process, by data folder: a resource hands back the composition root's object."""
 
 
-def library_from_env() -> PhotoLibrary:
-    return PhotoLibrary()
+class LibraryResource(dg.ConfigurableResource):
+    """The photo library every asset, check and sensor works on: its images folder, Parquet, manifest,
+    people and vector stores."""
 
+    data_dir: str = Field(description="Data folder: Parquet, manifest, people, embedded stores (FACEPIPE_DATA).")
+    images_root: str = Field(
+        description="Images folder the library indexes: recorded in <data>/library.json by the first index "
+        "(FACEPIPE_IMAGES or `facepipe index FOLDER`); the recorded folder wins over this field."
+    )
 
-def parquet_from_env() -> ParquetStore:
-    return ParquetStore()
+    @classmethod
+    def of(cls, library: Library) -> LibraryResource:
+        _LIBRARIES[str(library.data)] = library
+        return cls(data_dir=str(library.data), images_root=str(library.root))
+
+    def get(self) -> Library:
+        library = _LIBRARIES.get(self.data_dir)
+        if library is None:  # another data folder typed in the launchpad
+            library = Library(replace(current(), data=Path(self.data_dir)), self.images_root or None)
+            _LIBRARIES[self.data_dir] = library
+        return library

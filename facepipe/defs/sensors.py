@@ -4,16 +4,12 @@ import time
 
 import dagster as dg
 
-from facepipe.batching import DEFAULT_BATCH, contiguous_batches, range_tags
+from facepipe import sync
 from facepipe.defs.partitions import images_partitions
-from facepipe.defs.resources import PhotoLibrary
-from facepipe.forget import forget_images
-from facepipe.stores.parquet import ParquetStore
-from facepipe.stores.pgvector import PgVectorStore
-from facepipe.stores.qdrant import QdrantStore
-from facepipe.sync import partition_changes
-
-RUN_TARGETS = ["faces"]
+from facepipe.defs.people import INDEX_JOB
+from facepipe.defs.resources import LibraryResource
+from facepipe.library import LibraryError
+from facepipe.partition_ranges import range_tags
 
 
 def range_request(batch: list[str], reason: str) -> dg.RunRequest:
@@ -24,36 +20,34 @@ def range_request(batch: list[str], reason: str) -> dg.RunRequest:
 
 
 @dg.sensor(
-    # faces_compacted is refreshed on its own schedule (facepipe/defs/compaction.py), not per run.
-    target=dg.AssetSelection.assets(*RUN_TARGETS).downstream() - dg.AssetSelection.assets("faces_compacted"),
+    job_name=INDEX_JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Follows the images folder: new photos get partitions and runs, changed ones are re-run, "
+    "deleted ones are erased everywhere. A missing or emptied folder, or one that would erase more than "
+    "FACEPIPE_MAX_DELETE_SHARE of the library, deletes nothing and says so.",
 )
-def images_sensor(
-    context: dg.SensorEvaluationContext,
-    library: PhotoLibrary,
-    parquet: ParquetStore,
-    qdrant: QdrantStore,
-    pgvector: PgVectorStore,
-) -> dg.SensorResult:
+def images_sensor(context: dg.SensorEvaluationContext, library: LibraryResource) -> dg.SensorResult:
     """Stat every file, hash only what moved; request runs only for new or changed content."""
     started = time.perf_counter()
-    manifest = library.manifest()
-    plan = manifest.diff()
-    if plan.deleted:
-        forget_images(plan.deleted, manifest=manifest, parquet=parquet, stores=[qdrant, pgvector])
+    lib = library.get()
     known = context.instance.get_dynamic_partitions(images_partitions.name)
-    added, gone = partition_changes(plan, known, manifest)
-    order = [k for k in known if k not in set(gone)] + added
-    runs = [range_request(b, "new or changed") for b in contiguous_batches(plan.to_run, order, DEFAULT_BATCH)]
+    try:
+        outcome = sync.plan(lib, known)
+    except LibraryError as exc:
+        return dg.SensorResult(skip_reason=str(exc))
+    finally:
+        lib.close()
+    plan = outcome.plan
+    batches = sync.commit(lib, outcome, pending=False)
+    runs = [range_request(batch, "new or changed") for batch in batches]
     context.log.info(
-        f"{len(plan.new)} new, {len(plan.changed)} changed, {len(plan.deleted)} deleted, "
+        f"{lib.banner()}: {len(plan.new)} new, {len(plan.changed)} changed, {len(plan.deleted)} deleted, "
         f"{plan.unchanged} unchanged in {time.perf_counter() - started:.2f}s; {len(runs)} runs"
     )
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
-    if added:
-        requests.append(images_partitions.build_add_request(added))
-    if gone:
-        requests.append(images_partitions.build_delete_request(gone))
-    manifest.apply(plan)
+    if outcome.add_partitions:
+        requests.append(images_partitions.build_add_request(outcome.add_partitions))
+    if outcome.delete_partitions:
+        requests.append(images_partitions.build_delete_request(outcome.delete_partitions))
     return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests)

@@ -22,7 +22,7 @@ only how it writes:
   Dagster reads all keys about 15 times per run, 4 s of each 5 s run at 100k partitions.
 
 Used by the `dagster.yaml` that `facepipe index` writes into a new Dagster home
-(`facepipe.runner.DAGSTER_YAML`); production deployments keep Dagster's storage in Postgres instead.
+(`facepipe.defs.instance.DAGSTER_YAML`); production deployments keep Dagster's storage in Postgres instead.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
+
+from facepipe.settings import current, export_default
 
 EVENT_BATCH_SIZE = 1000
 """Events Dagster may buffer before writing a batch (a run's planned events, a step's materializations)."""
@@ -73,10 +75,8 @@ _BATCHED = {
 
 
 def _default_base_dir() -> str:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        raise ValueError("FastSqliteEventLogStorage needs base_dir or DAGSTER_HOME")
-    return os.path.join(home, "history", "runs")  # where Dagster's default SQLite storage keeps it
+    # where Dagster's default SQLite storage keeps it
+    return os.path.join(current().dagster_home_path, "history", "runs")
 
 
 def _synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
@@ -97,7 +97,7 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
     """
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
-        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
+        export_default("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from facepipe.faces.detection import DetectSettings, detect
@@ -27,8 +27,8 @@ class ExtractSettings:
         return f"{self.detect.tag()}+{EMBEDDING_MODEL}-j{self.num_jitters}"
 
     @classmethod
-    def from_env(cls) -> ExtractSettings:
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str]) -> ExtractSettings:
+        """Parse the FACEPIPE_* detection variables of `env` (facepipe.settings passes the environment)."""
         upsample = env.get("FACEPIPE_UPSAMPLE", "auto")
         defaults = DetectSettings()
         return cls(

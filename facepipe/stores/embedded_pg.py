@@ -44,7 +44,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from facepipe.config import paths
 from facepipe.stores.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -212,9 +211,9 @@ class EmbeddedPostgres:
             log.warning("could not stop the embedded Postgres in %s: %s", self.pgdata, err)
 
 
-def embedded_postgres(pgdata: Path | str | None = None) -> EmbeddedPostgres:
-    """The one handle per data directory in this process (default: `paths().postgres`)."""
-    path = Path(pgdata or paths().postgres).expanduser().resolve()
+def embedded_postgres(pgdata: Path | str) -> EmbeddedPostgres:
+    """The one handle per data directory in this process."""
+    path = Path(pgdata).expanduser().resolve()
     with _lock:
         handle = _handles.get(path)
         if handle is None:

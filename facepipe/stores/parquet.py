@@ -15,13 +15,11 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from facepipe.config import paths
 from facepipe.faces.records import Face, ImageRecord
 from facepipe.keys import UnsafeKeyError, relpath_for_key
 
@@ -103,14 +101,14 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-class ParquetStore(dg.ConfigurableResource):
+class ParquetStore:
     """The analytics copy of every face; the source the vector stores are checked against."""
 
-    root: str | None = None  # None: <FACEPIPE_DATA>/parquet, read when used
+    def __init__(self, root: Path | str) -> None:
+        self.base = Path(root)
 
-    @property
-    def base(self) -> Path:
-        return Path(self.root) if self.root else paths().parquet
+    def __repr__(self) -> str:
+        return f"ParquetStore({str(self.base)!r})"
 
     @property
     def faces_dir(self) -> Path:
@@ -147,6 +145,19 @@ class ParquetStore(dg.ConfigurableResource):
         if not path.exists():
             return FACE_SCHEMA.empty_table().select(columns or FACE_SCHEMA.names)
         return pq.read_table(path, columns=columns)
+
+    def read_image(self, image_key: str) -> dict | None:
+        """The photo's status row, or None if it was never written (or is unreadable)."""
+        path = self._file(self.images_dir, image_key)
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowInvalid):
+            return None
+        return rows[0] if rows else None
+
+    def faces_path(self, image_key: str) -> Path:
+        """Where the photo's faces are (or would be) written."""
+        return self._file(self.faces_dir, image_key)
 
     def drop_faces(self, face_ids: set[str]) -> int:
         """Rewrite the images that hold any of these faces without them; returns how many were dropped."""

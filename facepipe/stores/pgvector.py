@@ -16,7 +16,6 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import PrivateAttr
 
-from facepipe.config import paths
 from facepipe.faces.records import Face
 from facepipe.stores.base import (
     COLLECTION,
@@ -100,6 +99,7 @@ class PgVectorStore(dg.ConfigurableResource):
     """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `paths().postgres`."""
 
     dsn: str | None = None
+    embedded_dir: str | None = None  # where the embedded server lives when dsn is unset
     pool_size: int = 4
 
     _pool: ConnectionPool | None = PrivateAttr(default=None)
@@ -116,11 +116,11 @@ class PgVectorStore(dg.ConfigurableResource):
 
     def _where(self) -> str:
         dsn = resolve(self.dsn)
-        return f"Postgres at {redact(dsn)}" if dsn else f"embedded Postgres in {paths().postgres}"
+        return f"Postgres at {redact(dsn)}" if dsn else f"embedded Postgres in {self.embedded_dir}"
 
     def _target(self) -> str:
         """What the pool must point at now: the DSN, or the embedded folder under FACEPIPE_DATA as set now."""
-        return resolve(self.dsn) or str(paths().postgres)
+        return resolve(self.dsn) or str(self.embedded_dir or 'postgres')
 
     def _get_pool(self) -> ConnectionPool:
         with self._mutex:

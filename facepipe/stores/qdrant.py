@@ -28,7 +28,6 @@ from pydantic import PrivateAttr
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from facepipe.config import paths
 from facepipe.faces.records import Face
 from facepipe.stores.base import (
     COLLECTION,
@@ -208,7 +207,7 @@ class QdrantStore(dg.ConfigurableResource):
 
     @property
     def folder(self) -> Path:
-        return Path(resolve(self.path) or paths().qdrant).expanduser().resolve()
+        return Path(resolve(self.path) or 'qdrant').expanduser().resolve()
 
     def _target(self) -> str:
         return resolve(self.url) or str(self.folder)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
-
-DEFAULT_BATCH = int(os.environ.get("FACEPIPE_BATCH") or 64)
-"""Photos per run (FACEPIPE_BATCH): large enough that run start-up is a small share, small enough to
-show progress and lose little when a run is killed."""
 
 
 def contiguous_batches(selected: Iterable[str], ordered: Sequence[str], max_size: int) -> list[list[str]]:

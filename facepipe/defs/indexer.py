@@ -1,0 +1,170 @@
+"""`facepipe index`: sync the partitions with the folder, then materialize what is new, changed or stale.
+
+Runs in-process through the same job the UI and the sensor launch (`index_images`), against the same
+Dagster instance (DAGSTER_HOME, by default under the data folder), so the UI shows these runs too.
+The sync itself is the sensor's (facepipe.sync); only applying its partition changes differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import dagster as dg
+from tqdm import tqdm
+
+from facepipe import indexing, sync
+from facepipe.consistency import compare
+from facepipe.defs.build import build_definitions
+from facepipe.defs.compaction import refresh_compaction
+from facepipe.defs.instance import QUIET_CONSOLE, ensure_dagster_home
+from facepipe.defs.partitions import images_partitions
+from facepipe.defs.people import INDEX_JOB, refresh_people
+from facepipe.library import Library
+from facepipe.manifest import SyncPlan
+from facepipe.partition_ranges import range_tags
+
+
+@dataclass
+class IndexReport:
+    images: int = 0  # photos in the folder
+    processed: int = 0
+    faces: int = 0
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # images whose store copies differed
+    people: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def repair_exports(library: Library) -> list[str]:
+    """Compare each store with the Parquet; images that differ are exported again."""
+    _, diffs = compare(library.parquet, library.stores())
+    for name, diff in diffs.items():
+        library.manifest.reset_exports(diff.images, name)
+    return sorted({key for diff in diffs.values() for key in diff.images})
+
+
+def run_index(
+    library: Library,
+    show_progress: bool = True,
+    repair: bool = False,
+    confirm_deletions: bool = False,
+    diff: SyncPlan | None = None,
+) -> IndexReport:
+    """Everything `facepipe index` does after the no-Dagster fast path found work (raises LibraryError)."""
+    started = time.perf_counter()
+    ensure_dagster_home(library.settings)
+    instance = dg.DagsterInstance.get()
+    library.parquet.sweep_temp_files()
+    outcome = sync.plan(
+        library, instance.get_dynamic_partitions(images_partitions.name), confirmed=confirm_deletions, diff=diff
+    )
+    if outcome.add_partitions:
+        instance.add_dynamic_partitions(images_partitions.name, outcome.add_partitions)
+    for key in outcome.delete_partitions:
+        instance.delete_dynamic_partition(images_partitions.name, key)
+    plan = outcome.plan
+    report = IndexReport(new=len(plan.new), changed=len(plan.changed), deleted=len(plan.deleted))
+    if repair:
+        report.repaired = repair_exports(library)
+    batches = sync.commit(library, outcome, pending=True)
+    report.images = len(library.manifest.keys())
+    pending = sum(len(b) for b in batches)
+    defs = build_definitions(library)
+    bar = tqdm(total=pending, unit="photo", disable=not show_progress or not pending, dynamic_ncols=True)
+    if pending and show_progress:
+        from facepipe.faces.models import dlib_build
+
+        tqdm.write(
+            f"facepipe: {library.banner()}: {pending} photos to index with "
+            f"{library.settings.extract.model_version} on {dlib_build()}"
+        )
+
+    def progress(record) -> None:
+        bar.update(1)
+        report.processed += 1
+        report.faces += record.face_count
+        if not record.ok:
+            report.errors.append((record.image_key, record.reason or "unknown"))
+        bar.set_postfix(faces=report.faces, errors=len(report.errors), refresh=False)
+
+    remove_hook = indexing.add_progress_hook(progress)
+    try:
+        with embedded_postgres_held(library, bool(batches)):
+            job = defs.resolve_job_def(INDEX_JOB)
+            for batch in batches:
+                result = job.execute_in_process(
+                    instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
+                )
+                if not result.success:
+                    report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id}): {failure(result)}")
+            # Deleted photos (no run) and runs that failed before people: one more clustering pass.
+            if library.people.is_stale():
+                result = refresh_people(defs, instance)
+                if not result.success:
+                    report.people["error"] = f"clustering people failed (run {result.run_id}): {failure(result)}"
+    finally:
+        remove_hook()
+        bar.close()
+        library.close()
+    # The consolidated Parquet for analytics (parquet/compact/): only the shards whose photos moved.
+    if library.compactor.is_stale():
+        compacted = refresh_compaction(defs, instance)
+        if not compacted.success:
+            report.failed_runs.append(f"faces_compacted (run {compacted.run_id}): {failure(compacted)}")
+    report.people.setdefault("persons", len(library.people.list()))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@contextmanager
+def embedded_postgres_held(library: Library, active: bool) -> Iterator[None]:
+    """Keep the embedded Postgres up from the first run to the last.
+
+    Each run closes its pool at the end, and the last pool of the last process stops the server:
+    without this, every batch would start and stop it again (0.5 s a run).
+    """
+    if not active or library.settings.pg_dsn:
+        yield
+        return
+    from facepipe.stores.embedded_pg import embedded_postgres
+
+    server = embedded_postgres(library.data / "postgres")
+
+    def nothing_to_close() -> None:
+        pass
+
+    server.attach(nothing_to_close)
+    try:
+        yield
+    finally:
+        server.detach(nothing_to_close)
+
+
+def failure(result: dg.ExecuteInProcessResult) -> str:
+    """Which step failed and why, in one line (messages from the stores never carry secrets).
+
+    After retries Dagster's own failure says only "Exceeded max_retries"; the cause is on the retries.
+    """
+    causes: dict[str, str] = {}
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if event.step_key and error is not None and (event.is_step_failure or event.is_step_up_for_retry):
+            cause = error.cause if error.cause and "max_retries" in error.message else error
+            causes[event.step_key] = cause.message.strip().splitlines()[0]
+            if event.is_step_failure:
+                return f"{event.step_key} failed: {causes[event.step_key]}"
+    return next((f"{step} failed: {msg}" for step, msg in causes.items()), "run failed")
+
+
+def run_target(batch: list[str]) -> dict:
+    """execute_in_process arguments for one key or a contiguous key range."""
+    if len(batch) == 1:
+        return {"partition_key": batch[0]}
+    return {"tags": range_tags(batch)}
