@@ -34,10 +34,10 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facepipe import query
-from facepipe.config import paths
 from facepipe.faces.loading import ImageLoadError, load_rgb
 from facepipe.keys import UnsafeKeyError, path_for_key
-from facepipe.people import People, PeopleError
+from facepipe.library import Library
+from facepipe.people import PeopleError
 from facepipe.stores.base import FaceStore, StoreError
 from facepipe.stores.parquet import ParquetStore
 
@@ -168,16 +168,18 @@ class HeldStore:
         self.store.close()
 
 
-def open_store(name: str, keep_open: bool = True, lock_timeout: float = 15.0) -> tuple[FaceStore, bool]:
-    """The store `name` as the environment configures it; True when it is embedded Qdrant (one process)."""
-    from facepipe.stores import QdrantStore, stores_from_env
+def open_store(
+    library: Library, name: str, keep_open: bool = True, lock_timeout: float = 15.0
+) -> tuple[FaceStore, bool]:
+    """The library's store `name`; True when it is embedded Qdrant (one process at a time)."""
+    from facepipe.stores import QdrantStore
 
-    qdrant, pgvector = stores_from_env()
-    if name == "pgvector":
-        return pgvector, False
-    if name != "qdrant":
-        raise ValueError(f"unknown store {name!r}: qdrant or pgvector")
-    held = QdrantStore(url=qdrant.url, api_key=qdrant.api_key, keep_open=keep_open, lock_timeout=lock_timeout)
+    store = library.store(name)
+    if not isinstance(store, QdrantStore):
+        return store, False
+    held = QdrantStore(
+        url=store.url, api_key=store.api_key, path=store.path, keep_open=keep_open, lock_timeout=lock_timeout
+    )
     return held, held.is_local
 
 
@@ -278,18 +280,21 @@ def upright_size(data: bytes) -> ImageSize | None:
 def create_app(
     store: str = "qdrant",
     *,
+    library: Library | None = None,
     max_upload: int = MAX_UPLOAD,
     idle_close: float = 10.0,
     lock_timeout: float = 15.0,
     face_store: FaceStore | None = None,
 ) -> FastAPI:
     """The API over the store named `store` (or `face_store` as given), the Parquet and the people state."""
+    library = library or Library.open()
     if face_store is None:
-        face_store, single_process = open_store(store, lock_timeout=lock_timeout)
+        face_store, single_process = open_store(library, store, lock_timeout=lock_timeout)
     else:
         single_process = False
     held = HeldStore(face_store, idle_close if single_process else 0)
-    parquet = ParquetStore()
+    parquet = library.parquet
+    people = library.people
     searches = threading.BoundedSemaphore(SEARCHES_AT_ONCE)
 
     @contextlib.asynccontextmanager
@@ -330,12 +335,12 @@ def create_app(
     # searches -------------------------------------------------------------------------------------------
 
     def names() -> dict[str, tuple[str, str | None]]:
-        return People(parquet=parquet).names()
+        return people.names()
 
     def run_search(data: bytes, top_k: int, max_distance: float | None) -> SearchOut:
         with searches, held.use() as store:
             try:
-                results = query.search(data, store, top_k, max_distance)
+                results = query.search(data, store, top_k, max_distance, library.settings.extract)
             except query.QueryImageError as exc:
                 raise HTTPException(415 if _not_an_image(exc) else 400, f"cannot read the photo: {exc}") from None
         known = names()
@@ -370,7 +375,7 @@ def create_app(
     def run_person(data: bytes, max_distance: float) -> PersonSearchOut:
         with searches, held.use() as store:
             try:
-                person_id, photos = query.person(data, store, parquet, max_distance)
+                person_id, photos = query.person(data, store, parquet, max_distance, library.settings.extract)
             except query.QueryImageError as exc:
                 raise HTTPException(415 if _not_an_image(exc) else 400, f"cannot read the photo: {exc}") from None
         pid, name = names().get(person_id, (person_id, None)) if person_id else (None, None)
@@ -393,13 +398,13 @@ def create_app(
     @app.get("/api/people", response_model=list[PersonOut], tags=["people"])
     def api_people() -> list[dict]:
         """Every person with at least one face, largest first."""
-        return [p.as_json() for p in People(parquet=parquet).list()]
+        return [p.as_json() for p in people.list()]
 
     @app.get("/api/people/{person_id}", response_model=PersonDetailOut, tags=["people"])
     def api_person_detail(person_id: str) -> dict:
         """One person and their photos (a merged id answers as the person it was merged into)."""
         try:
-            person = People(parquet=parquet).get(person_id)
+            person = people.get(person_id)
         except PeopleError as exc:
             raise HTTPException(404, str(exc)) from None
         photos = []
@@ -427,7 +432,7 @@ def create_app(
             face_id = str(uuid.UUID(face_id))
         except ValueError:
             raise HTTPException(400, "a face id is a UUID") from None
-        crop = _find_crop(parquet, face_id, [image_key, People(parquet=parquet).image_of_face(face_id)])
+        crop = _find_crop(parquet, face_id, [image_key, people.image_of_face(face_id)])
         if crop is None:
             raise HTTPException(404, f"no face {face_id}")
         media = "image/png" if crop.startswith(b"\x89PNG") else "image/jpeg"
@@ -447,7 +452,7 @@ def create_app(
     ) -> Response:
         """A photo of the collection, shrunk to `max_side`, with its faces outlined."""
         try:
-            path = path_for_key(image_key, paths().images)
+            path = path_for_key(image_key, library.root)
         except UnsafeKeyError as exc:
             raise HTTPException(400, str(exc)) from None
         if not path.is_file():
@@ -506,7 +511,7 @@ def outlined_jpeg(rgb: np.ndarray, faces: list[dict], highlight: str | None, max
     return out.getvalue()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, store: str = "qdrant") -> None:
+def serve(library: Library, host: str = "127.0.0.1", port: int = 8000, store: str = "qdrant") -> None:
     """`facepipe serve`: the API and the pages until Ctrl-C."""
     import sys
 
@@ -518,8 +523,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, store: str = "qdrant") -> N
             file=sys.stderr,
         )
     print(
-        f"facepipe: search page on http://{'[' + host + ']' if ':' in host else host}:{port}/ (store: {store})",
+        f"facepipe: search page on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
+        f"(store: {store}; {library.banner()})",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(create_app(store), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(store, library=library), host=host, port=port, log_level="info")

@@ -73,7 +73,9 @@ def _up_to_date(library: Library) -> bool:
 
     if not (library.settings.dagster_home_path / "dagster.yaml").exists():
         return False
-    return sync.nothing_to_do(library) is not None and not library.people.is_stale() and not library.compactor.is_stale()
+    return (
+        sync.nothing_to_do(library) is not None and not library.people.is_stale() and not library.compactor.is_stale()
+    )
 
 
 def _empty_report(images: int) -> dict:
@@ -116,7 +118,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _library() as library:
         try:
             results = query.search(
-                _read_query(args.image), library.store(args.store), args.top_k, args.max_distance, library.settings.extract
+                _read_query(args.image),
+                library.store(args.store),
+                args.top_k,
+                args.max_distance,
+                library.settings.extract,
             )
         except query.QueryImageError as exc:
             raise UsageError(f"{args.image}: {exc}") from None
@@ -242,7 +248,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         with library:
             if args.person:
                 faces = forget.forget_person(library, args.person)
-                print(f"Forgot person {args.person}: {faces} faces erased from the Parquet, every store and the clusters.")
+                print(
+                    f"Forgot person {args.person}: {faces} faces erased from the Parquet, every store and the clusters."
+                )
                 return 0
             erased = forget.forget_photos(library, args.image_keys)
     except KeyError as exc:
@@ -254,15 +262,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 def _drop_partitions(library: Library, keys: list[str]) -> None:
     """Dagster's own records of the erased photos: their partitions and, where possible, their events."""
-    import dagster as dg
+    from facepipe.defs.partitions import forget_partitions
 
-    from facepipe.defs.instance import ensure_dagster_home
-    from facepipe.defs.partitions import drop_partitions
-
-    ensure_dagster_home(library.settings)
-    assets = ["faces", *(spec.asset_name for spec in registry.specs())]
-    with dg.DagsterInstance.get() as instance:
-        drop_partitions(instance, keys, assets)
+    forget_partitions(library.settings, keys)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -286,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="process every new, changed or deleted image once, in-process")
     index.add_argument(
-        "folder", nargs="?", help="images folder (default: the one the library recorded, else $FACEPIPE_IMAGES or data/images)"
+        "folder",
+        nargs="?",
+        help="images folder (default: the one the library recorded, else $FACEPIPE_IMAGES or data/images)",
     )
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
     index.add_argument("--quiet", action="store_true", help="no progress bar")

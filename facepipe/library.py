@@ -89,7 +89,7 @@ class Library:
         if not self.root.exists():
             return (
                 f"the images folder {self.root} does not exist (an unmounted disk, or moved?); nothing was deleted"
-                + (f". If it moved: `facepipe index --images-moved NEW_FOLDER`" if self.recorded_root else "")
+                + (". If it moved: `facepipe index --images-moved NEW_FOLDER`" if self.recorded_root else "")
             )
         if not self.root.is_dir():
             return f"the images folder {self.root} is not a folder; nothing was deleted"

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from facepipe.runner import ensure_dagster_home
+from facepipe import settings
+from facepipe.defs.instance import ensure_dagster_home
+from facepipe.library import Library
+from facepipe.stores.parquet import ParquetStore
 
-# Tests default to the fast HOG detector (set before facepipe.definitions is imported, since the
-# asset's code_version derives from it); CNN tests pass their settings explicitly.
+# Tests default to the fast HOG detector; CNN tests pass their settings explicitly.
 os.environ.setdefault("FACEPIPE_DETECTOR", "hog")
 # Store retries after 0.2, 0.4, 0.8 s instead of 2, 4, 8 s: the faults below are real, the wait is not needed.
 os.environ.setdefault("FACEPIPE_RETRY_DELAY", "0.2")
@@ -43,6 +45,20 @@ class Env:
         shutil.copyfile(source, target)
         return target
 
+    def library(self) -> Library:
+        """The library as a command started now would build it (settings read from the environment again)."""
+        return Library.open(settings.reload())
+
+    def defs(self):
+        """The Definitions `facepipe index` and the UI would load for this library."""
+        from facepipe.defs.build import build_definitions
+
+        return build_definitions(self.library())
+
+    @property
+    def parquet(self) -> ParquetStore:
+        return ParquetStore(self.data / "parquet")
+
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Env:
@@ -56,5 +72,5 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> E
     monkeypatch.setenv("FACEPIPE_WORKERS", "1")
     for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN"):
         monkeypatch.delenv(name, raising=False)
-    ensure_dagster_home()
+    ensure_dagster_home(settings.reload())
     return e

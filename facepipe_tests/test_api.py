@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from facepipe import settings
 from facepipe.api import MAX_UPLOAD, create_app
-from facepipe.people import People
+from facepipe.library import Library
 from facepipe_tests.conftest import KNN
 from facepipe_tests.test_people import knn_train
 
@@ -44,12 +45,12 @@ def folder(key: str) -> str:
 
 
 def test_search_answers_the_design_contract(client):
-    obama = next(p for p in People().list() if folder(p.image_keys[0]) == "obama")
-    People().name(obama.person_id, "Barack Obama")
+    obama = next(p for p in Library.open(settings.reload()).people.list() if folder(p.image_keys[0]) == "obama")
+    Library.open(settings.reload()).people.name(obama.person_id, "Barack Obama")
     try:
         r = client.post("/api/search", files=upload(OBAMA1))
     finally:
-        People().name(obama.person_id, None)
+        Library.open(settings.reload()).people.name(obama.person_id, None)
     assert r.status_code == 200, r.text
     body = r.json()
     (face,) = body["faces"]

@@ -10,11 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from facepipe import manifest as manifest_module
-from facepipe.definitions import defs
-from facepipe.defs.assets import faces
 from facepipe.defs.partitions import images_partitions
 from facepipe.defs.sensors import images_sensor
-from facepipe.stores.parquet import ParquetStore
 from facepipe_tests.conftest import FR, KNN
 
 
@@ -24,8 +21,8 @@ def instance(env):
         yield inst
 
 
-def tick(instance) -> dg.SensorResult:
-    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+def tick(instance, env) -> dg.SensorResult:
+    with dg.build_sensor_context(instance=instance, resources=env.defs().resources) as context:
         result = images_sensor(context)
     for request in result.dynamic_partitions_requests:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
@@ -36,9 +33,9 @@ def tick(instance) -> dg.SensorResult:
     return result
 
 
-def launch(instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+def launch(instance, env, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     """Run what the sensor asked for, in-process, as the daemon would launch it."""
-    job = defs.resolve_job_def("index_images")
+    job = env.defs().resolve_job_def("index_images")
     if request.partition_key:
         return job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags)
     return job.execute_in_process(instance=instance, tags=request.tags)
@@ -53,14 +50,14 @@ def test_sensor_adds_reruns_and_deletes_partitions(env, instance, monkeypatch):
     env.add(KNN / "train/biden/biden.jpg", "people/biden.jpg")
     env.add(FR / "examples/two_people.jpg")
 
-    first = tick(instance)
+    first = tick(instance, env)
     keys = ["people/biden.jpg", "people/obama.jpg", "two_people.jpg"]
     assert instance.get_dynamic_partitions(images_partitions.name) == keys
     assert len(first.run_requests) == 1, "new photos share one batched run"
     assert first.run_requests[0].tags["dagster/asset_partition_range_start"] == keys[0]
-    assert launch(instance, first.run_requests[0]).success
+    assert launch(instance, env, first.run_requests[0]).success
     assert materialized(instance) == set(keys)
-    parquet = ParquetStore()
+    parquet = env.parquet
     assert parquet.face_ids_by_image().keys() == set(keys)
     assert len(parquet.faces()) == 4
 
@@ -68,26 +65,26 @@ def test_sensor_adds_reruns_and_deletes_partitions(env, instance, monkeypatch):
     hashed: list[str] = []
     real_hash = manifest_module.file_sha256
     monkeypatch.setattr(manifest_module, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
-    quiet = tick(instance)
+    quiet = tick(instance, env)
     assert (quiet.run_requests, quiet.dynamic_partitions_requests, hashed) == ([], [], [])
 
     # Touched but identical: hashed, not re-run.
     path = env.images / "two_people.jpg"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    assert tick(instance).run_requests == [] and len(hashed) == 1
+    assert tick(instance, env).run_requests == [] and len(hashed) == 1
 
     # Changed content: exactly that partition is re-run, and its faces replaced.
     old_ids = parquet.face_ids_by_image(["people/obama.jpg"])["people/obama.jpg"]
     shutil.copyfile(KNN / "train/obama/obama2.jpg", env.images / "people/obama.jpg")
-    changed = tick(instance)
+    changed = tick(instance, env)
     assert [r.partition_key for r in changed.run_requests] == ["people/obama.jpg"]
-    assert launch(instance, changed.run_requests[0]).success
+    assert launch(instance, env, changed.run_requests[0]).success
     new_ids = parquet.face_ids_by_image(["people/obama.jpg"])["people/obama.jpg"]
     assert new_ids and new_ids.isdisjoint(old_ids)
 
     # Deleted: Parquet rows go first, then the partition.
     (env.images / "people/biden.jpg").unlink()
-    deleted = tick(instance)
+    deleted = tick(instance, env)
     assert deleted.run_requests == []
     assert instance.get_dynamic_partitions(images_partitions.name) == ["people/obama.jpg", "two_people.jpg"]
     assert "people/biden.jpg" not in parquet.image_keys()
@@ -97,11 +94,15 @@ def test_sensor_adds_reruns_and_deletes_partitions(env, instance, monkeypatch):
 
 def test_single_partition_materialize_writes_records_and_metadata(env, instance):
     env.add(FR / "examples/two_people.jpg", "a b (1).jpg")
-    tick(instance)
-    result = dg.materialize([faces], instance=instance, partition_key="a b (1).jpg", resources=defs.resources)
-    (event,) = result.get_asset_materialization_events()
-    metadata = event.materialization.metadata
-    assert metadata["faces"].value == 2 and metadata["images"].value == 1 and metadata["detector"].value == "hog"
+    tick(instance, env)
+    defs = env.defs()
+    result = dg.materialize([defs.resolve_assets_def("faces")], instance=instance, partition_key="a b (1).jpg")
+    events = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+    assert set(events) == {"faces", "qdrant_faces", "pgvector_faces"}, "the exports come with the faces"
+    metadata = events["faces"].materialization.metadata
+    assert metadata["faces"].value == 2 and metadata["status"].value == "ok"
+    assert metadata["parquet"].value.endswith("a b (1).jpg.parquet")
+    assert events["qdrant_faces"].materialization.metadata["faces"].value == 2
     table = pq.read_table(env.data / "parquet/faces/a b (1).jpg.parquet")
     assert table.num_rows == 2
     assert table.schema.field("embedding").type.list_size == 128
@@ -114,25 +115,24 @@ def test_multi_partition_run_covers_the_range_with_both_cores(env, instance, mon
     photos = sorted((KNN / "train").glob("*/*.jpg"))
     for photo in photos:
         env.add(photo, f"{photo.parent.name}/{photo.name}")
-    first = tick(instance)
+    first = tick(instance, env)
     assert len(first.run_requests) == 1
-    result = launch(instance, first.run_requests[0])
+    result = launch(instance, env, first.run_requests[0])
     assert result.success
     events = result.get_asset_materialization_events()
     for asset in ("faces", "qdrant_faces", "pgvector_faces"):
         assert sum(e.asset_key == dg.AssetKey(asset) for e in events) == len(photos)
     assert materialized(instance) == set(instance.get_dynamic_partitions(images_partitions.name))
-    images = ParquetStore().images().to_pylist()
+    images = env.parquet.images().to_pylist()
     assert len(images) == len(photos) and all(row["status"] == "ok" for row in images)
 
 
-def test_code_version_follows_detection_settings(monkeypatch):
-    from facepipe.faces.extract import ExtractSettings
-
+def test_code_version_follows_detection_settings(env, monkeypatch):
     monkeypatch.setenv("FACEPIPE_DETECTOR", "cnn")
-    cnn = ExtractSettings.from_env().model_version
+    cnn = env.library().settings.extract.model_version
     monkeypatch.setenv("FACEPIPE_DETECTOR", "hog")
-    assert ExtractSettings.from_env().model_version != cnn
-    assert defs.resolve_assets_def("faces").code_versions_by_key[dg.AssetKey("faces")] == (
-        ExtractSettings.from_env().model_version
+    library = env.library()
+    assert library.settings.extract.model_version != cnn
+    assert env.defs().resolve_assets_def("faces").code_versions_by_key[dg.AssetKey("faces")] == (
+        library.settings.extract.model_version
     )

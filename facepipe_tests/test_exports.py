@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 
 from facepipe.cli import main
-from facepipe.definitions import defs
 from facepipe_tests.conftest import FR, KNN
 from facepipe_tests.test_dagster import launch, tick
 
@@ -31,17 +30,17 @@ def index(capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def stores():
-    resources = defs.resources
-    return resources["parquet"], resources["qdrant"], resources["pgvector"]
+def stores(env):
+    library = env.library()
+    return library.parquet, library.store("qdrant"), library.store("pgvector")
 
 
 def test_sensor_run_brings_a_new_photo_to_both_stores(env, instance, capsys):
     env.add(FR / "examples/two_people.jpg")
-    (request,) = tick(instance).run_requests
-    assert launch(instance, request).success  # what the daemon launches for the sensor's request
+    (request,) = tick(instance, env).run_requests
+    assert launch(instance, env, request).success  # what the daemon launches for the sensor's request
     assert counts(capsys) == (2, 2, 2)
-    parquet, qdrant, pgvector = stores()
+    parquet, qdrant, pgvector = stores(env)
     ids = parquet.face_ids_by_image()
     assert qdrant.face_ids_by_image() == ids == pgvector.face_ids_by_image()
 
@@ -53,9 +52,9 @@ def test_reindexing_keeps_exactly_the_current_faces(env, capsys, instance):
     assert counts(capsys) == (3, 3, 3)
 
     # Everything materialized again: identical counts, identical ids.
-    parquet, qdrant, pgvector = stores()
+    parquet, qdrant, pgvector = stores(env)
     before = parquet.face_ids_by_image()
-    job = defs.resolve_job_def("index_images")
+    job = env.defs().resolve_job_def("index_images")
     assert job.execute_in_process(
         instance=instance,
         tags={"dagster/asset_partition_range_start": "o.jpg", "dagster/asset_partition_range_end": "two.jpg"},
@@ -80,11 +79,11 @@ def test_consistency_check_names_the_images_a_store_lost(env, instance, capsys):
     env.add(KNN / "train/obama/obama.jpg", "a/obama.jpg")
     env.add(KNN / "train/biden/biden.jpg", "b/biden.jpg")
     index(capsys)
-    check = defs.resolve_job_def("check_stores")
+    check = env.defs().resolve_job_def("check_stores")
     result = check.execute_in_process(instance=instance)
     assert all(e.passed for e in result.get_asset_check_evaluations())
 
-    _, qdrant, _ = stores()
+    _, qdrant, _ = stores(env)
     qdrant.delete_images(["b/biden.jpg"])  # behind facepipe's back
     result = check.execute_in_process(instance=instance, raise_on_error=False)
     by_asset = {e.asset_key.path[0]: e for e in result.get_asset_check_evaluations()}
@@ -94,7 +93,7 @@ def test_consistency_check_names_the_images_a_store_lost(env, instance, capsys):
     assert failed.metadata["images"].value == "b/biden.jpg"
 
     # Re-materializing the named partition heals it.
-    index_job = defs.resolve_job_def("index_images")
+    index_job = env.defs().resolve_job_def("index_images")
     assert index_job.execute_in_process(instance=instance, partition_key="b/biden.jpg").success
     result = check.execute_in_process(instance=instance)
     assert all(e.passed for e in result.get_asset_check_evaluations())

@@ -44,15 +44,14 @@ def test_a_store_that_is_down_fails_clearly_and_a_rerun_heals(env, capsys):
     assert down.returncode == 1, down.stderr[-2000:]
     report = json.loads(down.stdout)
     (failed,) = report["failed_runs"]
-    assert "pgvector_faces failed" in failed and "Postgres" in failed, failed
+    assert "pgvector_faces: cannot use the Postgres" in failed, failed
     assert "SuperSecretPw42" not in down.stdout + down.stderr
     assert report["processed"] == 1  # the faces themselves are safe in the Parquet
 
     from facepipe.consistency import compare
-    from facepipe.definitions import defs
 
-    res = defs.resources
-    _, diffs = compare(res["parquet"], {"qdrant": res["qdrant"], "pgvector": res["pgvector"]})
+    library = env.library()
+    _, diffs = compare(library.parquet, library.stores())
     assert diffs["pgvector"].images == ["b.jpg"] and diffs["qdrant"].images == []
 
     healed = index(capsys)
@@ -94,9 +93,7 @@ def test_a_run_killed_halfway_is_finished_by_the_next_without_duplicates(env, ca
     assert not list((env.data / "parquet").rglob("*.tmp")), "no half-written files left behind"
     doc = status(capsys)
     assert doc["images"] == len(photos)
-    from facepipe.stores.parquet import ParquetStore
-
-    ids = ParquetStore().faces(["face_id"]).column("face_id").to_pylist()
+    ids = env.parquet.faces(["face_id"]).column("face_id").to_pylist()
     assert len(ids) == len(set(ids)) == doc["qdrant"]["faces"] == doc["pgvector"]["faces"]
 
 
@@ -115,9 +112,7 @@ def test_two_runs_of_the_same_photos_at_once_leave_no_duplicates(env, capsys):
     for proc in (first, second):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
-    from facepipe.stores.parquet import ParquetStore
-
-    ids = ParquetStore().faces(["face_id"]).column("face_id").to_pylist()
+    ids = env.parquet.faces(["face_id"]).column("face_id").to_pylist()
     doc = status(capsys)
     assert len(ids) == len(set(ids)) == doc["qdrant"]["faces"] == doc["pgvector"]["faces"] == 6
 
@@ -125,14 +120,15 @@ def test_two_runs_of_the_same_photos_at_once_leave_no_duplicates(env, capsys):
 # A forced re-materialization of every partition, as a UI backfill with force=true would run it.
 _FORCE_ALL = """
 import dagster as dg
-from facepipe.runner import ensure_dagster_home, QUIET_CONSOLE
-ensure_dagster_home()
+from facepipe import settings
+from facepipe.defs.instance import ensure_dagster_home, QUIET_CONSOLE
+ensure_dagster_home(settings.current())
 from facepipe.definitions import defs
 with dg.DagsterInstance.get() as instance:
     keys = instance.get_dynamic_partitions("images")
     result = defs.resolve_job_def("index_images").execute_in_process(
         instance=instance,
-        run_config={**QUIET_CONSOLE, "ops": {"faces": {"config": {"force": True}}}},
+        run_config={**QUIET_CONSOLE, "ops": {"index_photos": {"config": {"force": True}}}},
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
     )
     assert result.success

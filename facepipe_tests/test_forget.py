@@ -65,9 +65,8 @@ def test_forget_a_person_erases_their_faces_only(env, capsys):
     people = json.loads(run(capsys, "people", "--json"))
     (biden,) = [p for p in people if all(k.startswith("biden/") for k in p["image_keys"])]
     run(capsys, "people", "name", biden["person_id"], "Joe")
-    from facepipe.stores.parquet import ParquetStore
 
-    table = ParquetStore().faces(["face_id", "person_id"])
+    table = env.parquet.faces(["face_id", "person_id"])
     ids = table.filter(pc.equal(table.column("person_id"), biden["person_id"])).column("face_id").to_pylist()
     assert len(ids) == 2
 

@@ -16,7 +16,6 @@ from facepipe.faces import ExtractSettings
 from facepipe.faces.batch import extract_file
 from facepipe.faces.detection import DetectSettings
 from facepipe.faces.loading import load_rgb
-from facepipe.stores.parquet import ParquetStore
 from facepipe_tests import hostile
 from facepipe_tests.conftest import FR
 
@@ -44,7 +43,7 @@ def test_index_over_a_hostile_folder(env, capsys, tmp_path):
     for name, (_, word) in bad.items():
         assert word in errors[name].lower(), (name, errors[name])
 
-    faces = ParquetStore().faces(["image_key", "top", "right", "bottom", "left"]).to_pylist()
+    faces = env.parquet.faces(["image_key", "top", "right", "bottom", "left"]).to_pylist()
     per_image = {}
     for row in faces:
         per_image.setdefault(row["image_key"], []).append(row)
@@ -78,7 +77,7 @@ def test_a_file_deleted_after_scheduling_gets_an_error_row_then_goes(env, capsys
 def test_a_file_rewritten_after_indexing_is_indexed_again(env, capsys):
     path = env.add(FR / "examples/obama_small.jpg", "photo.jpg")
     run(capsys, "index")
-    first = ParquetStore().images(["sha256"]).to_pylist()[0]["sha256"]
+    first = env.parquet.images(["sha256"]).to_pylist()[0]["sha256"]
     # Rewritten in place, same size and mtime kept back as if written mid-read: content decides.
     stat = path.stat()
     data = bytearray(path.read_bytes())
@@ -87,7 +86,7 @@ def test_a_file_rewritten_after_indexing_is_indexed_again(env, capsys):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     report = run(capsys, "index")
     assert report["changed"] == 1 and report["processed"] == 1
-    assert ParquetStore().images(["sha256"]).to_pylist()[0]["sha256"] != first
+    assert env.parquet.images(["sha256"]).to_pylist()[0]["sha256"] != first
 
 
 def test_a_huge_valid_photo_is_processed_with_bounded_memory(tmp_path):

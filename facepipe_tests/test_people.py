@@ -17,8 +17,10 @@ import duckdb
 import numpy as np
 import pytest
 
+from facepipe import settings
 from facepipe.cli import main
 from facepipe.faces.records import Face, ImageRecord, face_id
+from facepipe.library import Library
 from facepipe.people import People, PeopleError
 from facepipe.stores.parquet import ParquetStore
 from facepipe_tests.conftest import KNN
@@ -269,7 +271,7 @@ _KNN: dict[str, Path] = {}
 def knn_train(tmp_path_factory: pytest.TempPathFactory, mp: pytest.MonkeyPatch) -> Path:
     """knn `train/` indexed (HOG) once per test session in its own images, data and Dagster folders;
     points the environment at it. Shared read-only by test_people and test_api."""
-    from facepipe.runner import ensure_dagster_home
+    from facepipe.defs.instance import ensure_dagster_home
 
     root = _KNN.get("root") or tmp_path_factory.mktemp("knn")
     for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN"):
@@ -284,7 +286,7 @@ def knn_train(tmp_path_factory: pytest.TempPathFactory, mp: pytest.MonkeyPatch) 
         mp.setenv(name, str(value))
     if "root" not in _KNN:
         shutil.copytree(KNN / "train", root / "images")
-        ensure_dagster_home()
+        ensure_dagster_home(settings.reload())
         assert main(["index", "--quiet"]) == 0
         _KNN["root"] = root
     return root
@@ -317,14 +319,13 @@ def test_each_train_folder_is_one_person(knn, capsys):
     assert len(people) == 4
 
     # Parquet and both stores carry the same person ids.
-    from facepipe.definitions import defs
-
-    parquet = defs.resources["parquet"]
+    library = Library.open(settings.reload())
+    parquet = library.parquet
     expected = {r["face_id"]: r["person_id"] for r in parquet.faces(["face_id", "person_id"]).to_pylist()}
     assert sum(v is None for v in expected.values()) == 1
     keys = sorted(parquet.image_keys())
     for name in ("qdrant", "pgvector"):
-        store = defs.resources[name]
+        store = library.store(name)
         try:
             got = {m.face_id: m.person_id for ms in store.faces_of_images(keys).values() for m in ms}
         finally:
@@ -336,9 +337,8 @@ def test_every_test_face_finds_its_own_person_first(knn):
     """knn `test/`, in both stores: each face's nearest train face is its person's, within 0.6, and every
     other person is farther than 0.6; the girl in obama_and_biden (nobody in train/) has no one within 0.6."""
     from facepipe import query
-    from facepipe.definitions import defs
 
-    stores = {name: defs.resources[name] for name in ("qdrant", "pgvector")}
+    stores = Library.open(settings.reload()).stores()
     try:
         for name, labels in TEST_LABELS.items():
             faces = sorted(query.faces_in((KNN / "test" / name).read_bytes()), key=lambda f: f.left)
@@ -403,9 +403,7 @@ def test_cli_names_merges_and_new_photos(env, capsys):
     people = {p["person_id"]: p for p in cli_json(capsys, "people")}
     assert set(people) == {ids["obama"], ids["biden"]}
     assert "new/alex again.jpg" in people[ids["biden"]]["image_keys"]
-    from facepipe.definitions import defs
-
-    rows = defs.resources["parquet"].faces(["image_key", "person_id"]).to_pylist()
+    rows = env.parquet.faces(["image_key", "person_id"]).to_pylist()
     assert {r["person_id"] for r in rows if r["image_key"].startswith(("alex", "new/alex"))} == {ids["biden"]}
 
     # A deleted photo leaves its person (no run needed: `facepipe index` re-clusters).
@@ -422,8 +420,7 @@ def test_eager_waits_for_every_photo_then_asks_once(env):
     """`people` is requested once every partition's faces and exports are in, not per batch."""
     import dagster as dg
 
-    from facepipe.definitions import defs
-
+    defs = env.defs()
     selection = dg.AssetSelection.assets("people")
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("images", ["a.jpg", "b.jpg"])
@@ -453,8 +450,8 @@ def test_eager_waits_for_every_photo_then_asks_once(env):
 def test_people_sensor_asks_for_a_run_only_when_the_parquet_moved(env):
     import dagster as dg
 
-    from facepipe.definitions import defs
-    from facepipe.defs.people import people_sensor
+    defs = env.defs()
+    people_sensor = defs.get_sensor_def("people_sensor")
 
     def tick() -> dg.SensorResult:
         with (
@@ -464,10 +461,10 @@ def test_people_sensor_asks_for_a_run_only_when_the_parquet_moved(env):
             return people_sensor(context)
 
     assert not tick().run_requests
-    parquet = defs.resources["parquet"]
+    parquet = env.parquet
     write(parquet, "a.jpg", "A")
     assert len(tick().run_requests) == 1
-    People().update()
+    People(env.data, parquet).update()
     assert not tick().run_requests
     parquet.delete("a.jpg")  # what the images sensor does for a deleted photo
     assert len(tick().run_requests) == 1

@@ -13,11 +13,13 @@ import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from PIL import Image
 
+from facepipe import settings
 from facepipe.compaction import Compactor
+from facepipe.defs.indexer import run_index
+from facepipe.defs.instance import DAGSTER_YAML, OLD_DAGSTER_YAMLS, ensure_dagster_home
 from facepipe.defs.storage import FastSqliteEventLogStorage
 from facepipe.faces.records import Face, ImageRecord, face_id
 from facepipe.keys import key_for_relpath
-from facepipe.runner import DAGSTER_YAML, OLD_DAGSTER_YAMLS, ensure_dagster_home, run_index
 from facepipe.stores.parquet import ParquetStore
 
 FACES = dg.AssetKey("faces")
@@ -50,16 +52,17 @@ def test_new_dagster_home_uses_the_batching_event_log(env):
 def test_an_unedited_old_dagster_yaml_is_upgraded_an_edited_one_kept(env):
     config = env.dagster_home / "dagster.yaml"
     config.write_text(OLD_DAGSTER_YAMLS[0])
-    ensure_dagster_home()
+    ensure_dagster_home(settings.reload())
     assert config.read_text() == DAGSTER_YAML
     edited = OLD_DAGSTER_YAMLS[0] + "run_monitoring:\n  enabled: true\n"
     config.write_text(edited)
-    ensure_dagster_home()
+    ensure_dagster_home(settings.reload())
     assert config.read_text() == edited
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fetch_planned_materializations: no successor yet
 def test_index_records_every_partition_in_batches_and_dagster_reads_them_back(env, monkeypatch):
+    monkeypatch.setenv("FACEPIPE_BATCH", "4")
     keys = noise_photos(env.images, 7)
     batches: list[int] = []
     real = FastSqliteEventLogStorage.store_event_batch
@@ -69,7 +72,7 @@ def test_index_records_every_partition_in_batches_and_dagster_reads_them_back(en
         lambda self, events: batches.append(len(events)) or real(self, events),
     )
 
-    report = run_index(show_progress=False, batch_size=4)
+    report = run_index(env.library(), show_progress=False)
     assert (report.processed, report.failed_runs, report.errors) == (7, [], [])
     assert max(batches) >= 4, "a step's materializations (and a run's planned events) arrive as one batch"
 
@@ -94,18 +97,16 @@ def test_index_records_every_partition_in_batches_and_dagster_reads_them_back(en
     stock.dispose()
 
     # Nothing changed: nothing runs; one new photo: one run of one partition.
-    assert run_index(show_progress=False, batch_size=4).processed == 0
+    assert run_index(env.library(), show_progress=False).processed == 0
     (new,) = noise_photos(env.images / "later", 1, seed=1)
-    again = run_index(show_progress=False, batch_size=4)
+    again = run_index(env.library(), show_progress=False)
     assert again.processed == 1 and again.new == 1
     assert f"later/{new}" in instance.get_materialized_partitions(FACES)
 
 
 def test_manifest_marks_many_in_one_call(env):
-    from facepipe.defs.resources import library_from_env
-
     keys = noise_photos(env.images, 3)
-    manifest = library_from_env().manifest()
+    manifest = env.library().manifest
     manifest.apply(manifest.diff())
     assert manifest.needs_indexing(keys, "v1") == keys
     manifest.mark_indexed_many([(k, manifest_sha(manifest, k), "v1", "ok") for k in keys[:2]])

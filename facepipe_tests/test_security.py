@@ -13,7 +13,6 @@ import pytest
 
 from facepipe.defs.partitions import images_partitions
 from facepipe.keys import UnsafeKeyError, path_for_key
-from facepipe.stores.parquet import ParquetStore
 from facepipe_tests.conftest import KNN
 
 PG_PASSWORD = "Pg-Secret-7f3a9"
@@ -40,20 +39,19 @@ def test_a_typed_partition_key_never_opens_a_file_outside(env):
     """Keys can be added by hand in the UI; a run on such a key records an error and reads nothing."""
     shutil.copyfile(KNN / "train/obama/obama.jpg", env.root / "outside.jpg")
     env.add(KNN / "train/biden/biden.jpg", "inside.jpg")
-    from facepipe.definitions import defs
-
+    defs = env.defs()
     with dg.DagsterInstance.get() as instance:
         keys = ["../outside.jpg", "inside.jpg"]
         instance.add_dynamic_partitions(images_partitions.name, keys)
         job = defs.resolve_job_def("index_images")
         for key in keys:
             assert job.execute_in_process(instance=instance, partition_key=key).success
-    rows = {r["image_key"]: r for r in ParquetStore().images().to_pylist()}
+    rows = {r["image_key"]: r for r in env.parquet.images().to_pylist()}
     assert rows["inside.jpg"]["status"] == "ok" and rows["inside.jpg"]["faces"] == 1
     assert rows["../outside.jpg"]["status"] == "error"
     assert "inside the images root" in rows["../outside.jpg"]["reason"]
     assert rows["../outside.jpg"]["sha256"] == ""  # never read
-    assert set(ParquetStore().face_ids_by_image()) == {"inside.jpg"}
+    assert set(env.parquet.face_ids_by_image()) == {"inside.jpg"}
 
 
 def test_secrets_never_reach_output_logs_metadata_or_files(env):

@@ -44,7 +44,9 @@ except ImportError:  # facepipe_tests is not a package: pytest put its folder on
         wipe,
     )
 
-from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError, stores_from_env
+from facepipe import settings
+from facepipe.library import Library
+from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError
 from facepipe.stores.embedded_pg import embedded_postgres
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -406,7 +408,6 @@ def test_reads_before_any_schema_are_empty(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dagster as dg
 
     pg = PgVectorStore(dsn="postgresql://facepipe:hunter2@127.0.0.1:1/faces?connect_timeout=2")
     assert "hunter2" not in repr(pg) and "hunter2" not in str(pg)
@@ -430,11 +431,12 @@ def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("QDRANT_API_KEY", "hunter2")
     monkeypatch.setenv("FACEPIPE_PG_DSN", "postgresql://u:hunter2@127.0.0.1:1/db")
-    qs, ps = stores_from_env()
-    assert isinstance(qs.api_key, dg.EnvVar) and isinstance(ps.dsn, dg.EnvVar)
-    assert "hunter2" not in repr(qs) + repr(ps)
+    library = Library.open(settings.reload())
+    qs, ps = library.store("qdrant"), library.store("pgvector")
+    assert "hunter2" not in repr(qs) + repr(ps) + repr(library.settings) + library.banner()
     monkeypatch.delenv("QDRANT_URL")
     monkeypatch.delenv("QDRANT_API_KEY")
     monkeypatch.delenv("FACEPIPE_PG_DSN")
-    qs, ps = stores_from_env()
+    library = Library.open(settings.reload())
+    qs, ps = library.store("qdrant"), library.store("pgvector")
     assert qs.is_local and qs.url is None and ps.dsn is None

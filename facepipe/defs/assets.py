@@ -42,8 +42,7 @@ _COLUMN_NOTES = {
 
 FACE_COLUMNS = dg.TableSchema(
     columns=[
-        dg.TableColumn(field.name, str(field.type), description=_COLUMN_NOTES.get(field.name))
-        for field in FACE_SCHEMA
+        dg.TableColumn(field.name, str(field.type), description=_COLUMN_NOTES.get(field.name)) for field in FACE_SCHEMA
     ]
 )
 

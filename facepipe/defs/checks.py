@@ -48,7 +48,9 @@ def build_checks() -> list[dg.AssetChecksDefinition]:
         """Warns listing the photos that got an `error` row (truncated, not an image, too large, ...)."""
         lib = library.get()
         errors = lib.manifest.error_keys()
-        listed = [f"{key}: {(lib.parquet.read_image(key) or {}).get('reason') or 'unknown'}" for key in errors[:MAX_LISTED]]
+        listed = [
+            f"{key}: {(lib.parquet.read_image(key) or {}).get('reason') or 'unknown'}" for key in errors[:MAX_LISTED]
+        ]
         return dg.AssetCheckResult(
             passed=not errors,
             severity=dg.AssetCheckSeverity.WARN,

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from facepipe.settings import Settings
+from facepipe.stores import registry
+
 images_partitions = dg.DynamicPartitionsDefinition(name="images")
 
 
@@ -24,3 +27,13 @@ def drop_partitions(instance: dg.DagsterInstance, keys: Sequence[str], assets: S
     for key in present:
         instance.delete_dynamic_partition(images_partitions.name, key)
     return present
+
+
+def forget_partitions(settings: Settings, keys: Sequence[str]) -> list[str]:
+    """What `facepipe forget` does in Dagster: drop the erased photos' partitions from the instance."""
+    from facepipe.defs.instance import ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    assets = ["faces", *(spec.asset_name for spec in registry.specs())]
+    with dg.DagsterInstance.get() as instance:
+        return drop_partitions(instance, keys, assets)

@@ -120,7 +120,7 @@ class PgVectorStore(dg.ConfigurableResource):
 
     def _target(self) -> str:
         """What the pool must point at now: the DSN, or the embedded folder under FACEPIPE_DATA as set now."""
-        return resolve(self.dsn) or str(self.embedded_dir or 'postgres')
+        return resolve(self.dsn) or str(self.embedded_dir or "postgres")
 
     def _get_pool(self) -> ConnectionPool:
         with self._mutex:

@@ -207,7 +207,7 @@ class QdrantStore(dg.ConfigurableResource):
 
     @property
     def folder(self) -> Path:
-        return Path(resolve(self.path) or 'qdrant').expanduser().resolve()
+        return Path(resolve(self.path) or "qdrant").expanduser().resolve()
 
     def _target(self) -> str:
         return resolve(self.url) or str(self.folder)
