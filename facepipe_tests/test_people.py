@@ -451,7 +451,7 @@ def test_people_sensor_asks_for_a_run_only_when_the_parquet_moved(env):
     import dagster as dg
 
     defs = env.defs()
-    people_sensor = defs.get_sensor_def("people_sensor")
+    people_sensor = defs.resolve_sensor_def("people_sensor")
 
     def tick() -> dg.SensorResult:
         with (
