@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import ClassVar
 
 import dagster as dg
 import numpy as np
@@ -20,7 +21,7 @@ from facepipe_tests.conftest import FR, KNN
 class MemoryStore:
     """A minimal FaceStore: exact search over a dict, alive as long as the process."""
 
-    held: dict[str, Face] = {}
+    held: ClassVar[dict[str, Face]] = {}
 
     def ensure_schema(self) -> None:
         pass
