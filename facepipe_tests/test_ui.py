@@ -9,7 +9,11 @@ missing these tests fail rather than skip, because CI installs them.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from facepipe_tests.ui_helpers import (
+    EXAMPLES,
     SMALL_PHOTOS,
     chromium,
     free_port,
@@ -31,7 +36,7 @@ from facepipe_tests.ui_helpers import (
     wait_for_webserver,
 )
 
-pytestmark = [pytest.mark.ui, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
 
 
 def dismiss_popups(driver) -> None:
@@ -208,7 +213,7 @@ def test_backfill_over_all_partitions_runs_in_batches(tmp_path: Path) -> None:
             assert b["__typename"] == "PartitionBackfill", b
             return b if b["status"] in DONE else None
 
-        backfill = wait_for(f"backfill {backfill_id} to finish", finished, timeout=180, interval=2, context=procs.logs)
+        backfill = wait_for(f"backfill {backfill_id} to finish", finished, timeout=600, interval=2, context=procs.logs)
         seconds = time.monotonic() - started
         runs = backfill["runs"]
         assert backfill["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, f"{backfill}\n{procs.logs()}"
@@ -251,3 +256,210 @@ def test_backfill_over_all_partitions_runs_in_batches(tmp_path: Path) -> None:
         assert row["image_key"] == key and row["status"] == "ok", row
         assert row["faces"] >= 1 and row["detector"] == "hog", row
     print(f"backfill {backfill_id}: {len(runs)} runs for {len(photos)} partitions in {seconds:.0f}s")
+
+
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message stack }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN_QUERY = """
+query($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { status jobName tags { key value } } }
+}
+"""
+
+PARTITIONS_QUERY = """
+query($keys: [String!]) {
+  assetNodeOrError(assetKey: {path: ["faces"]}) {
+    ... on AssetNode {
+      owners { __typename ... on TeamAssetOwner { team } }
+      tags { key value }
+      metadataEntries { label __typename }
+      latestMaterializationByPartition(partitions: $keys) {
+        partition
+        runId
+        metadataEntries {
+          label
+          ... on IntMetadataEntry { intValue }
+          ... on TextMetadataEntry { text }
+          ... on BoolMetadataEntry { boolValue }
+          ... on PathMetadataEntry { path }
+        }
+      }
+    }
+  }
+}
+"""
+
+LATEST_QUERY = """
+query($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode { assetMaterializations(limit: 1) { runId timestamp } }
+  }
+}
+"""
+
+LOCATIONS_QUERY = """
+query { workspaceOrError { ... on Workspace { locationEntries { name } } } }
+"""
+
+RUNS_BY_JOB = """
+query { runsOrError { ... on Runs { results { id jobName status tags { key value } } } } }
+"""
+
+
+def partition_metadata(base: str, keys: list[str]) -> dict[str, dict]:
+    node = graphql(base, PARTITIONS_QUERY, {"keys": keys})["assetNodeOrError"]
+    by_key = {}
+    for entry in node["latestMaterializationByPartition"]:
+        if entry:
+            values = {
+                m["label"]: next((v for k, v in m.items() if k != "label"), None) for m in entry["metadataEntries"]
+            }
+            by_key[entry["partition"]] = {**values, "runId": entry["runId"]}
+    return by_key
+
+
+def test_ui_materialize_does_what_facepipe_index_does(tmp_path: Path) -> None:
+    """A materialization launched as the UI launches it (the three per-photo assets of the `index_photos`
+    step, which the UI's "materialize together" dialog adds to a click on `faces`) writes the Parquet, both
+    stores and, through the automation sensor that ships on, people; `force` re-processes an unchanged photo;
+    each partition carries its own metadata; the images sensor launches `index_images`; the photos_readable
+    check lists an unreadable file; owners, tags, the column schema, descriptions and the location name show."""
+    require_chromium()
+    env = make_env(tmp_path)
+    photos = env.add_photos(SMALL_PHOTOS[:2])
+    (env.images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    keys = sorted([*photos, "broken.jpg"])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    with processes(env) as procs:
+        web = procs.webserver(port)
+        assert prepare(env, materialize=False) == keys
+        wait_for_webserver(base, web)
+        daemon = procs.daemon()  # runs the sensors that ship on: images_sensor, people_automation, ...
+
+        locations = graphql(base, LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+        assert [entry["name"] for entry in locations] == ["facepipe"]
+        selector = {
+            "repositoryLocationName": "facepipe",
+            "repositoryName": "__repository__",
+            "pipelineName": "__ASSET_JOB",
+            "assetSelection": [{"path": [name]} for name in ("faces", "qdrant_faces", "pgvector_faces")],
+        }
+
+        def launch(key: str, force: bool = False) -> str:
+            params = {
+                "selector": selector,
+                "runConfigData": {"ops": {"index_photos": {"config": {"force": force}}}},
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": key}]},
+                "mode": "default",
+            }
+            launched = graphql(base, LAUNCH_RUN, {"params": params})["launchPipelineExecution"]
+            assert launched["__typename"] == "LaunchRunSuccess", launched
+            run_id = launched["run"]["runId"]
+
+            def done() -> dict | None:
+                web.check_alive()
+                run = graphql(base, RUN_QUERY, {"id": run_id})["runOrError"]
+                return run if run["status"] in {"SUCCESS", "FAILURE", "CANCELED"} else None
+
+            run = wait_for(f"run {run_id} for {key}", done, timeout=300, interval=2, context=procs.logs)
+            assert run["status"] == "SUCCESS", procs.logs()
+            return run_id
+
+        runs = {key: launch(key) for key in keys}
+
+        # Each partition has its own metadata: its faces, status and reason, not the batch's.
+        meta = partition_metadata(base, keys)
+        assert meta["broken.jpg"]["status"] == "error" and "not an image" in meta["broken.jpg"]["reason"]
+        assert all(meta[k]["status"] == "ok" and meta[k]["faces"] >= 1 for k in photos), meta
+        assert meta[photos[0]]["parquet"].endswith(f"{photos[0]}.parquet")
+
+        # Qdrant and pgvector follow in the same run: the same faces as the Parquet.
+        out = subprocess.run(
+            [sys.executable, "-m", "facepipe.cli", "status", "--json"],
+            env=env.vars,
+            cwd=env.root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        doc = json.loads(out)
+        assert doc["parquet"]["faces"] == doc["qdrant"]["faces"] == doc["pgvector"]["faces"] >= 2, doc
+
+        # People follow with no sensor switched on by hand (people_automation ships RUNNING).
+        def people_done() -> dict | None:
+            daemon.check_alive()
+            found = graphql(base, LATEST_QUERY, {"path": ["people"]})["assetNodeOrError"]["assetMaterializations"]
+            return found[0] if found else None
+
+        wait_for("people to be clustered by automation", people_done, timeout=300, interval=3, context=procs.logs)
+
+        # `force` re-extracts a photo whose bytes did not change; without it the photo is skipped.
+        assert partition_metadata(base, [photos[0]])[photos[0]]["skipped_unchanged"] is False
+        launch(photos[0])
+        assert partition_metadata(base, [photos[0]])[photos[0]]["skipped_unchanged"] is True
+        forced = launch(photos[0], force=True)
+        after = partition_metadata(base, [photos[0]])[photos[0]]
+        assert after["runId"] == forced and after["skipped_unchanged"] is False and runs[photos[0]] != forced
+
+        # The images sensor (on by default) launches index_images for a new photo.
+        shutil.copyfile(EXAMPLES / SMALL_PHOTOS[2], env.images / "new.jpg")
+
+        def sensor_run() -> dict | None:
+            daemon.check_alive()
+            found = graphql(base, RUNS_BY_JOB)["runsOrError"]["results"]
+            mine = [r for r in found if {"key": "dagster/sensor_name", "value": "images_sensor"} in r["tags"]]
+            return mine[0] if mine and mine[0]["status"] == "SUCCESS" else None
+
+        run = wait_for("the images sensor's run", sensor_run, timeout=300, interval=3, context=procs.logs)
+        assert run["jobName"] == "index_images"
+        assert partition_metadata(base, ["new.jpg"])["new.jpg"]["status"] == "ok"
+
+        # What the UI shows: owners, tags and column schema on the asset; the readable-photos check warns.
+        node = graphql(base, PARTITIONS_QUERY, {"keys": []})["assetNodeOrError"]
+        assert {"__typename": "TeamAssetOwner", "team": "facepipe"} in node["owners"]
+        assert {"key": "domain", "value": "faces"} in node["tags"]
+        assert any(m["__typename"] == "TableSchemaMetadataEntry" for m in node["metadataEntries"])
+        check = {
+            "selector": {
+                "repositoryLocationName": "facepipe",
+                "repositoryName": "__repository__",
+                "pipelineName": "check_stores",
+            },
+            "mode": "default",
+        }
+        launched = graphql(base, LAUNCH_RUN, {"params": check})["launchPipelineExecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        check_id = launched["run"]["runId"]
+        wait_for(
+            "the check run",
+            lambda: graphql(base, RUN_QUERY, {"id": check_id})["runOrError"]["status"] in {"SUCCESS", "FAILURE"},
+            timeout=300,
+            interval=2,
+            context=procs.logs,
+        )
+
+        with chromium(tmp_path) as driver:
+            checks = load_page(driver, f"{base}/assets/faces?view=checks", ["photos_readable"])
+            assert "Warning" in checks or "WARN" in checks.upper(), checks[:2000]
+            driver.save_screenshot(str(tmp_path / "faces-checks.png"))
+            overview = load_page(driver, f"{base}/assets/faces", ["facepipe", "team:facepipe"])
+            assert "embedding" in overview and "image_key" in overview, "column schema shown"
+            driver.save_screenshot(str(tmp_path / "faces-overview.png"))
+            resource = load_page(driver, f"{base}/locations/facepipe/resources/library", ["data_dir"])
+            assert "Data folder" in resource and "Images folder" in resource
+            driver.save_screenshot(str(tmp_path / "library-resource.png"))
+            sensor_page = load_page(driver, f"{base}/locations/facepipe/sensors/images_sensor", ["images_sensor"])
+            assert "Follows the images folder" in sensor_page
+        web.check_alive()
+        daemon.check_alive()

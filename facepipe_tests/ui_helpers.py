@@ -87,7 +87,7 @@ class UiEnv:
 
 
 DAGSTER_YAML = "telemetry:\n  enabled: false\n"
-"""What facepipe.runner.ensure_dagster_home writes into a new DAGSTER_HOME."""
+"""A minimal dagster.yaml (facepipe.defs.instance writes its own into a new DAGSTER_HOME)."""
 
 
 def make_env(tmp_path: Path, **extra: str) -> UiEnv:
@@ -110,23 +110,23 @@ def make_env(tmp_path: Path, **extra: str) -> UiEnv:
 
 _PREPARE = """
 import json, sys
-from facepipe.runner import ensure_dagster_home
-
-ensure_dagster_home()  # writes dagster.yaml (telemetry off) into DAGSTER_HOME
-if sys.argv[1] == "index":
-    from facepipe.runner import run_index
-
-    report = run_index(show_progress=False)
-    assert not report.failed_runs, report.failed_runs
-else:
-    import dagster as dg
-    from facepipe.definitions import defs
-    from facepipe.defs.partitions import images_partitions
-    from facepipe.defs.resources import library_from_env
-    from facepipe.sync import sync_partitions
-
-    sync_partitions(dg.DagsterInstance.get(), library_from_env().manifest(), defs)
 import dagster as dg
+from facepipe import settings, sync
+from facepipe.defs.instance import ensure_dagster_home
+from facepipe.library import Library
+
+ensure_dagster_home(settings.current())  # keeps the test's dagster.yaml (telemetry off)
+library = Library.open(settings.current())
+if sys.argv[1] == "index":
+    from facepipe.defs.indexer import run_index
+
+    report = run_index(library, show_progress=False)
+    assert not report.failed_runs, report.failed_runs
+else:  # what the images sensor does on its first tick, without launching the runs
+    instance = dg.DagsterInstance.get()
+    outcome = sync.plan(library, instance.get_dynamic_partitions("images"))
+    instance.add_dynamic_partitions("images", outcome.add_partitions)
+    sync.commit(library, outcome, pending=False)
 print(json.dumps(dg.DagsterInstance.get().get_dynamic_partitions("images")))
 """
 
@@ -134,7 +134,7 @@ print(json.dumps(dg.DagsterInstance.get().get_dynamic_partitions("images")))
 def prepare(env: UiEnv, *, materialize: bool, timeout: float = 90) -> list[str]:
     """Add one partition per photo, in a fresh interpreter with the test's environment.
 
-    materialize=True runs `facepipe index` (facepipe.runner.run_index): partitions plus faces.
+    materialize=True runs `facepipe index` (facepipe.defs.indexer.run_index): partitions plus faces.
     materialize=False only syncs the partitions and the manifest (what the sensor would add),
     leaving every partition unmaterialized for a backfill. Returns the partition keys.
     """
