@@ -45,4 +45,7 @@ def build_definitions(library: Library) -> dg.Definitions:
         ],
         sensors=[images_sensor, people_sensor, people_automation, compaction_automation],
         resources={"library": LibraryResource.of(library)},
+        # A run's steps (index_photos, then people) run one after the other anyway, and extraction has
+        # its own worker pool: a subprocess per step would only add its start-up (seconds per run).
+        executor=dg.in_process_executor,
     )
