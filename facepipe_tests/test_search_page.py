@@ -29,7 +29,7 @@ from facepipe_tests.ui_helpers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.ui, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
 
 
 def facepipe(env, *args: str) -> str:

@@ -52,6 +52,11 @@ _lock = threading.RLock()
 _handles: dict[Path, EmbeddedPostgres] = {}
 
 
+START_PATIENCE = 120.0
+"""Seconds to keep trying to start the server: initdb and a first start take ~2 s idle, far more on a
+machine whose cores are busy, and a crashed postmaster's leftovers need a moment to clear."""
+
+
 def _package() -> ModuleType:
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers): noise, not a problem.
     with warnings.catch_warnings():
@@ -140,7 +145,7 @@ class EmbeddedPostgres:
         except (FileNotFoundError, ValueError):
             return None
 
-    def _start(self, patience: float = 20.0) -> None:
+    def _start(self, patience: float = START_PATIENCE) -> None:
         pkg = _package()
         self.pgdata.mkdir(parents=True, exist_ok=True)
         with pkg.PostgresServer._lock:
