@@ -114,9 +114,11 @@ def tick(instance, apply: bool = True) -> tuple[object, float, float]:
     """One images_sensor evaluation; then its partition requests applied to the instance."""
     import dagster as dg
 
-    from facepipe.definitions import defs
+    from facepipe.defs.build import build_definitions
     from facepipe.defs.sensors import images_sensor
+    from facepipe.library import Library
 
+    defs = build_definitions(Library.open())
     started = time.perf_counter()
     with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
         result = images_sensor(context)
@@ -134,21 +136,23 @@ def tick(instance, apply: bool = True) -> tuple[object, float, float]:
 
 def index(instance, limit: int | None) -> dict:
     """The index_images job over pending photos (all, or the first `limit`), batched like `facepipe index`."""
-    from facepipe.batching import DEFAULT_BATCH, contiguous_batches
-    from facepipe.definitions import defs
+    from facepipe.defs.build import build_definitions
+    from facepipe.defs.indexer import embedded_postgres_held, run_target
+    from facepipe.defs.instance import QUIET_CONSOLE
     from facepipe.defs.partitions import images_partitions
-    from facepipe.defs.resources import library_from_env
-    from facepipe.runner import QUIET_CONSOLE, embedded_postgres_held, run_target
+    from facepipe.library import Library
+    from facepipe.partition_ranges import contiguous_batches
 
-    library = library_from_env()
-    pending = library.manifest().pending(library.settings().model_version)
+    library = Library.open()
+    defs = build_definitions(library)
+    pending = library.manifest.pending(library.settings.extract.model_version)
     pending = pending[:limit] if limit else pending
     order = instance.get_dynamic_partitions(images_partitions.name)
-    batches = contiguous_batches(pending, order, DEFAULT_BATCH)
+    batches = contiguous_batches(pending, order, library.settings.batch)
     job = defs.resolve_job_def("index_images")
     started = time.perf_counter()
     failed = 0
-    with embedded_postgres_held(True):
+    with embedded_postgres_held(library, True):
         for batch in batches:
             result = job.execute_in_process(
                 instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
@@ -258,10 +262,11 @@ def run_size(size: int, args: argparse.Namespace) -> dict:
 
     import dagster as dg
 
+    from facepipe import settings
+    from facepipe.defs.instance import ensure_dagster_home
     from facepipe.defs.partitions import images_partitions
-    from facepipe.runner import ensure_dagster_home
 
-    ensure_dagster_home()
+    ensure_dagster_home(settings.reload())
     instance = dg.DagsterInstance.get()
     result, out["tick_all_new_s"], out["add_partitions_s"] = tick(instance)
     out["partitions_per_s"] = round(size / max(out["add_partitions_s"], 1e-6))
