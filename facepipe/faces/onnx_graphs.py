@@ -177,7 +177,9 @@ def build_resnet_onnx(net: FaceResNet) -> bytes:
         # the missing channels, rows and columns counting as zeros: here 128 channels are added into
         # 256, and a 3x3 map into a 4x4 one (a 3x3 stride-2 unpadded conv and a 2x2 pool disagree).
         out_shape = tuple(max(a, b) for a, b in zip(x_shape, y_shape, strict=True))
-        x = graph.op("Relu", [graph.op("Add", [_pad_to(graph, x, x_shape, out_shape), _pad_to(graph, y, y_shape, out_shape)])])
+        x = graph.op(
+            "Relu", [graph.op("Add", [_pad_to(graph, x, x_shape, out_shape), _pad_to(graph, y, y_shape, out_shape)])]
+        )
         shape = out_shape
 
     x = graph.op("GlobalAveragePool", [x])
