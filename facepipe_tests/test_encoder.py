@@ -131,8 +131,9 @@ def _run(code: str, **env: str) -> dict:
 _EXTRACT = """
 import json, sys
 from pathlib import Path
-from facepipe.faces import ExtractSettings, extract_faces, models
-settings = ExtractSettings.from_env()
+from facepipe import settings as facepipe_settings
+from facepipe.faces import extract_faces
+settings = facepipe_settings.current().extract
 record = extract_faces(Path({photo!r}).read_bytes(), "p", settings)
 print(json.dumps({{
     "engine": settings.engines.embed,
@@ -166,23 +167,22 @@ def test_jitters_fall_back_to_dlib(sample_faces) -> None:
     assert 0 < np.abs(one - jittered).max() < 0.2
 
 
-def test_engine_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("FACEPIPE_EMBED_ENGINE", "FACEPIPE_CNN_ENGINE", "FACEPIPE_ONNX_PROVIDERS", "OMP_NUM_THREADS"):
-        monkeypatch.delenv(name, raising=False)
-    default = ExtractSettings.from_env()
+def test_engine_settings_from_env() -> None:
+    default = ExtractSettings.from_env({})
     assert default.engines == Engines()
     assert default.engines.providers == ("CPUExecutionProvider",)
-    monkeypatch.setenv("FACEPIPE_EMBED_ENGINE", "dlib")
-    monkeypatch.setenv("FACEPIPE_CNN_ENGINE", "dlib")
-    monkeypatch.setenv("FACEPIPE_ONNX_PROVIDERS", "cuda, CPUExecutionProvider")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    settings = ExtractSettings.from_env()
+    env = {
+        "FACEPIPE_EMBED_ENGINE": "dlib",
+        "FACEPIPE_CNN_ENGINE": "dlib",
+        "FACEPIPE_ONNX_PROVIDERS": "cuda, CPUExecutionProvider",
+        "OMP_NUM_THREADS": "1",
+    }
+    settings = ExtractSettings.from_env(env)
     assert settings.engines == Engines(cnn="dlib", embed="dlib", threads=1, providers=("cuda", "CPUExecutionProvider"))
     # What runs the networks does not change the faces: existing libraries are not re-indexed.
     assert settings.model_version == default.model_version
-    monkeypatch.setenv("FACEPIPE_EMBED_ENGINE", "tensorflow")
     with pytest.raises(ValueError, match="embed engine"):
-        ExtractSettings.from_env()
+        ExtractSettings.from_env({"FACEPIPE_EMBED_ENGINE": "tensorflow"})
 
 
 def test_missing_provider_falls_back_to_cpu_with_one_warning() -> None:
