@@ -34,14 +34,6 @@ from facepipe.faces.pyramid import (
 
 Detection = tuple[Rect, float]
 
-MMODRuntimeMissing = OnnxMissing
-"""onnxruntime or onnx is not installed, so the fast engine cannot run."""
-
-
-def available() -> bool:
-    """True when the runtime packages needed by FastMMOD can be imported."""
-    return onnx_available()
-
 
 @dataclass
 class MMODLayer:
@@ -168,8 +160,8 @@ class FastMMOD:
     def __init__(
         self, model_path: str | Path | None = None, threads: int = 1, providers: Sequence[str] = (CPU,)
     ) -> None:
-        if not available():
-            raise MMODRuntimeMissing("FastMMOD needs onnxruntime and onnx: pip install onnxruntime onnx")
+        if not onnx_available():
+            raise OnnxMissing("FastMMOD needs onnxruntime and onnx: pip install onnxruntime onnx")
         if model_path is None:
             import warnings
 
