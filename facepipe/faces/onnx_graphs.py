@@ -1,6 +1,8 @@
 """ONNX graphs for dlib's networks, built from the weights read out of dlib's ``.dat`` files.
 
 Only the ``onnx`` package is needed to build them (onnxruntime runs them, see onnx_session.py).
+The networks come in as the plain dataclasses mmod.py and encoder.py read from the files (typed
+``Any`` here so this module does not import its callers).
 Each builder mirrors one dlib network type layer for layer; dlib's batch-norm-turned-affine
 layers are folded into the convolution before them (one fewer pass over the feature maps).
 """
@@ -8,15 +10,11 @@ layers are folded into the convolution before them (one fewer pass over the feat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from facepipe.faces.dlib_format import Affine, Conv
-
-if TYPE_CHECKING:
-    from facepipe.faces.encoder import FaceResNet
-    from facepipe.faces.mmod import MMODNet
 
 
 class OnnxMissing(ImportError):
@@ -103,8 +101,8 @@ def _require_onnx() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_mmod_onnx(net: MMODNet) -> bytes:
-    """The detector's conv stack with dynamic batch and image size: image (n, 3, h, w) -> scores."""
+def build_mmod_onnx(net: Any) -> bytes:
+    """mmod.MMODNet's conv stack with dynamic batch and image size: image (n, 3, h, w) -> scores."""
     _require_onnx()
     from onnx import TensorProto, helper
 
@@ -128,8 +126,8 @@ def build_mmod_onnx(net: MMODNet) -> bytes:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_resnet_onnx(net: FaceResNet) -> bytes:
-    """dlib_face_recognition_resnet_model_v1 as ONNX: chips (n, 150, 150, 3) uint8 RGB -> (n, 128).
+def build_resnet_onnx(net: Any) -> bytes:
+    """encoder.FaceResNet (dlib_face_recognition_resnet_model_v1) as ONNX: chips (n, 150, 150, 3) uint8 RGB -> (n, 128).
 
     The input normalisation is in the graph, with dlib's arithmetic: input_rgb_image_sized turns
     each pixel into float(pixel - avg) / 256, which is exact as a multiply by 1/256.
