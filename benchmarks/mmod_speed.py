@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-DATA = Path("/work/shared/data")
+DATA = REPO.parent / "shared" / "data"  # the sample photos beside the checkout
 DEFAULT_PHOTOS = [
     DATA / "dlib_faces/2008_001322.jpg",
     DATA / "cocoindex/Carter_welcomes_Reagan.jpg",

@@ -5,8 +5,6 @@ dlib is the slow side here (about 1 s per small photo), so the photos are small 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,9 +15,10 @@ pytest.importorskip("onnx")
 import dlib
 import face_recognition_models
 
-from facepipe.faces import mmod
+from facepipe.faces import mmod, pyramid
+from facepipe_tests.conftest import SHARED_DATA
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 
 # (photo, upsample, longest side after downscaling or None to keep it)
 CASES = [
@@ -116,7 +115,7 @@ def test_tiny_image_has_no_faces(fast) -> None:
 
 @pytest.mark.parametrize(("rows", "cols"), [(536, 800), (1137, 910), (240, 320), (2204, 970), (5, 5)])
 def test_pyramid_layout_is_sane(rows: int, cols: int) -> None:
-    rects, out_rows, out_cols = mmod.tiled_pyramid_layout(rows, cols)
+    rects, out_rows, out_cols = pyramid.tiled_pyramid_layout(rows, cols)
     assert rects[0] == (11, 11, 11 + cols - 1, 11 + rows - 1)
     for i, (left, top, right, bottom) in enumerate(rects):
         assert 0 <= left <= right < out_cols and 0 <= top <= bottom < out_rows

@@ -83,7 +83,7 @@ def run_index(
 
         tqdm.write(
             f"facepipe: {library.banner()}: {pending} photos to index with "
-            f"{library.settings.extract.model_version} on {dlib_build()}"
+            f"{library.settings.extract.model_version} on {dlib_build(library.settings.extract.engines)}"
         )
 
     def progress(record) -> None:

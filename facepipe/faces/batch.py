@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -166,6 +167,8 @@ def extract_many(
         for key, path in jobs:
             yield _safe(key, path, settings)
         return
+    # One onnxruntime thread per worker process too: the pool already keeps every core busy.
+    settings = replace(settings, engines=replace(settings.engines, threads=1))
     pool, shared = _shared.acquire(workers)  # sized by the setting, not the batch, so every batch can reuse it
     broken = False
     futures: dict[Future, str] = {}

@@ -59,12 +59,17 @@ def resize(rgb: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
 
-def detect(rgb: np.ndarray, settings: DetectSettings) -> list[Detection]:
+def detect(rgb: np.ndarray, settings: DetectSettings, engines: models.Engines | None = None) -> list[Detection]:
     """Faces in an upright RGB image, boxes in its own pixel coordinates."""
     height, width = rgb.shape[:2]
     scale, upsample = working_scale(height, width, settings)
     work = resize(rgb, scale)
-    if settings.detector == "cnn" and (fast := models.fast_cnn()) is not None:
+    engines = engines or models.Engines()
+    if (
+        settings.detector == "cnn"
+        and engines.cnn == "onnx"
+        and (fast := models.fast_cnn(engines.threads, engines.providers)) is not None
+    ):
         found = [(dlib.rectangle(*rect), score) for rect, score in fast.detect(work, upsample)]
     elif settings.detector == "cnn":
         found = [(d.rect, float(d.confidence)) for d in models.cnn_detector()(work, upsample)]

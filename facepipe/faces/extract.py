@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from facepipe.faces.detection import DetectSettings, detect
 from facepipe.faces.embedding import embed
 from facepipe.faces.loading import DEFAULT_MAX_PIXELS, ImageLoadError, encode_crop, load_rgb
+from facepipe.faces.models import Engines
+from facepipe.faces.onnx_session import CPU
 from facepipe.faces.records import Face, ImageRecord, face_id
 
 EMBEDDING_MODEL = "dlib-resnet-v1-5pt"
@@ -20,6 +22,7 @@ class ExtractSettings:
     detect: DetectSettings = field(default_factory=DetectSettings)
     num_jitters: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS
+    engines: Engines = field(default_factory=Engines)  # what runs the networks: not in model_version
 
     @property
     def model_version(self) -> str:
@@ -28,7 +31,7 @@ class ExtractSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ExtractSettings:
-        """Parse the FACEPIPE_* detection variables of `env` (facepipe.settings passes the environment)."""
+        """Parse the FACEPIPE_* detection and engine variables of `env` (facepipe.settings passes the environment)."""
         upsample = env.get("FACEPIPE_UPSAMPLE", "auto")
         defaults = DetectSettings()
         return cls(
@@ -39,6 +42,13 @@ class ExtractSettings:
                 max_side=int(env.get("FACEPIPE_MAX_SIDE") or defaults.max_side),
             ),
             max_pixels=int(env.get("FACEPIPE_MAX_PIXELS") or DEFAULT_MAX_PIXELS),
+            engines=Engines(
+                cnn=env.get("FACEPIPE_CNN_ENGINE") or "onnx",
+                embed=env.get("FACEPIPE_EMBED_ENGINE") or "onnx",
+                threads=int(env.get("OMP_NUM_THREADS") or 0),
+                providers=tuple(p.strip() for p in (env.get("FACEPIPE_ONNX_PROVIDERS") or CPU).split(",") if p.strip())
+                or (CPU,),
+            ),
         )
 
 
@@ -65,8 +75,8 @@ def extract_faces(data: bytes, image_key: str, settings: ExtractSettings | None 
         record.seconds = time.perf_counter() - started
         return record
     record.height, record.width = rgb.shape[:2]
-    detections = detect(rgb, settings.detect)
-    vectors = embed(rgb, [d.box for d in detections], settings.num_jitters)
+    detections = detect(rgb, settings.detect, settings.engines)
+    vectors = embed(rgb, [d.box for d in detections], settings.num_jitters, settings.engines)
     record.faces = [
         Face(
             face_id=face_id(image_key, digest, d.box),
