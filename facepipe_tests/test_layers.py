@@ -72,13 +72,32 @@ def test_nothing_imports_the_definitions():
     assert offenders == []
 
 
+def _environment_reads(tree: ast.AST) -> list[int]:
+    """Lines that read `os.environ` or call `os.getenv`; setting a variable (a worker's thread count for
+    the libraries it loads) is not reading configuration."""
+    writes = {
+        id(target.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Subscript)
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("environ", "getenv")
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+        and id(node) not in writes
+    ]
+
+
 def test_only_settings_reads_the_environment():
     offenders = []
     for name, path in modules().items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            reads = isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
-            if reads and isinstance(node.value, ast.Name) and node.value.id == "os" and name != "facepipe.settings":
-                offenders.append(f"{name}:{node.lineno}")
+        if name != "facepipe.settings":
+            offenders += [f"{name}:{line}" for line in _environment_reads(ast.parse(path.read_text()))]
     assert offenders == [], f"os.environ read outside facepipe.settings: {offenders}"
 
 

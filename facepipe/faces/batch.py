@@ -56,10 +56,6 @@ def _error(key: str, settings: ExtractSettings, reason: str) -> ImageRecord:
     )
 
 
-def default_workers() -> int:
-    return int(os.environ.get("FACEPIPE_WORKERS") or os.cpu_count() or 1)
-
-
 def _init_worker() -> None:
     # One BLAS/OpenMP thread per process: the pool already keeps every core busy.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -71,8 +67,8 @@ class _SharedPool:
 
     `facepipe index` runs one Dagster run per batch of photos, each calling extract_many: a fresh
     pool per call would spawn the workers and load the models again every time (about a second of
-    both cores per run). The pool is rebuilt when the worker count or the environment the workers
-    read (FACEPIPE_*, thread counts) changes, after a worker died, in a forked child, and it is
+    both cores per run). Settings travel with each photo, so one pool serves any settings; it is
+    rebuilt when the worker count changes, after a worker died and in a forked child, and it is
     shut down after POOL_IDLE_SECONDS unused and at exit.
     """
 
@@ -85,8 +81,7 @@ class _SharedPool:
 
     @staticmethod
     def _key_now(workers: int) -> tuple:
-        env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("FACEPIPE_", "OMP_", "OPENBLAS_", "MKL_")))
-        return (os.getpid(), workers, tuple(env))
+        return (os.getpid(), workers)
 
     def acquire(self, workers: int) -> tuple[ProcessPoolExecutor, bool]:
         """(pool, shared); a call that finds the shared pool busy with other settings gets its own."""
@@ -162,7 +157,7 @@ def extract_many(
     workers: int | None = None,
 ) -> Iterator[ImageRecord]:
     """Records in completion order; a crash in one photo's extraction fails only that photo."""
-    workers = workers or default_workers()
+    workers = workers or os.cpu_count() or 1
     if min(workers, len(jobs)) <= 1:
         for key, path in jobs:
             yield _safe(key, path, settings)
