@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.people import graph, identity, rewrite, state
-from facepipe.people.records import PeopleError, Person, PersonIdSink, UpdateReport, person_number
-from facepipe.people.state import Stat
+from facepipe.people.records import PeopleError, Person, PersonIdSink, Stat, UpdateReport, person_number
 from facepipe.stores.parquet import ParquetStore
 
 SNAPSHOT_FILE = "people.parquet"

@@ -6,6 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+Stat = tuple[int, int]
+"""A file's (mtime_ns, size)."""
+
 
 class PeopleError(ValueError):
     """A person id that does not exist, a merge with itself, an empty name: the caller's input."""

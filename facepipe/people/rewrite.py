@@ -10,8 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facepipe.people.records import Person, PersonIdSink
-from facepipe.people.state import Stat
+from facepipe.people.records import Person, PersonIdSink, Stat
 from facepipe.stores.parquet import ParquetStore, write_table_atomic
 
 FACE_COLUMNS = ["face_id", "image_key", "embedding", "person_id"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.people.records import PeopleError, Person, person_number
+from facepipe.people.records import PeopleError, Person, Stat, person_number
 
 STATE_FILE = "people.sqlite"
 LOCK_FILE = "people.lock"
@@ -58,9 +58,6 @@ CREATE VIEW IF NOT EXISTS people AS
     FROM faces f JOIN persons p ON p.person_id = f.person_id
     WHERE f.person_id IS NOT NULL GROUP BY f.person_id;
 """
-
-Stat = tuple[int, int]
-"""A file's (mtime_ns, size)."""
 
 
 def timestamp() -> str:
