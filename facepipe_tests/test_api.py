@@ -32,7 +32,7 @@ def knn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def client(knn) -> Iterator[TestClient]:
-    with TestClient(create_app("qdrant")) as c:
+    with TestClient(create_app("qdrant", library=Library.open(settings.reload()))) as c:
         yield c
 
 
@@ -97,7 +97,7 @@ def test_bad_uploads_get_a_clear_status_and_message(client, kwargs, status, mess
 def test_uploads_over_the_limit_are_refused(knn, client):
     r = client.post("/api/search", files={"image": ("big.jpg", bytes(MAX_UPLOAD + 1), "image/jpeg")})
     assert r.status_code == 413 and "20 MB" in r.json()["detail"]
-    with TestClient(create_app("qdrant", max_upload=10_000)) as small:
+    with TestClient(create_app("qdrant", library=Library.open(settings.reload()), max_upload=10_000)) as small:
         # Declared length: refused before the body is read. Chunked (no length): cut off while counted.
         r = small.post("/api/search", files=upload(OBAMA1))
         assert r.status_code == 413
@@ -179,7 +179,7 @@ def test_the_server_lets_go_of_embedded_qdrant_and_says_when_it_is_busy(knn, cli
 
     folder_ = knn / "data" / "qdrant"
     client.app.state.store.close()  # the module's app holds it too (one client per folder per process)
-    with TestClient(create_app("qdrant", idle_close=0.3, lock_timeout=1)) as c:
+    with TestClient(create_app("qdrant", library=Library.open(settings.reload()), idle_close=0.3, lock_timeout=1)) as c:
         assert c.post("/api/search", files=upload(OBAMA1)).status_code == 200
         assert not _lock_is_free(folder_), "held between requests"
         time.sleep(0.8)

@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from facepipe.faces.records import Face, ImageRecord
-from facepipe.keys import UnsafeKeyError, relpath_for_key
+from facepipe.keys import UnsafeKeyError, key_for_relpath, relpath_for_key
 
 FACE_SCHEMA = pa.schema(
     [
@@ -90,7 +90,7 @@ def image_table(record: ImageRecord) -> pa.Table:
     return pa.Table.from_pylist([row], schema=IMAGE_SCHEMA)
 
 
-def _write_atomic(table: pa.Table, path: Path) -> None:
+def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Readers see the old file or the new one, never half of one (a killed run leaves only a temp)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
@@ -125,14 +125,27 @@ class ParquetStore:
             return base / "_refused" / (hashlib.sha256(image_key.encode()).hexdigest()[:32] + ".parquet")
         return base.joinpath(*rel.parent.parts, rel.name + ".parquet")
 
+    def image_key_of_face_file(self, rel: str) -> str:
+        """The image key a faces file (relative to `faces_dir`) was written for: the inverse of `faces_path`."""
+        return key_for_relpath(rel.removesuffix(".parquet"))
+
+    def face_file_stats(self) -> dict[str, tuple[int, int]]:
+        """Every faces file (path relative to `faces_dir`, POSIX) with its (mtime_ns, size)."""
+        out = {}
+        for file in self.iter_face_files():
+            with contextlib.suppress(FileNotFoundError):  # deleted while we look
+                st = file.stat()
+                out[file.relative_to(self.faces_dir).as_posix()] = (st.st_mtime_ns, st.st_size)
+        return out
+
     def write(self, record: ImageRecord) -> None:
         """Replace everything stored for the image; the status row goes last so it marks completion."""
-        faces_file = self._file(self.faces_dir, record.image_key)
+        faces_file = self.faces_path(record.image_key)
         if record.faces:
-            _write_atomic(faces_table(record.faces), faces_file)
+            write_table_atomic(faces_table(record.faces), faces_file)
         else:
             faces_file.unlink(missing_ok=True)
-        _write_atomic(image_table(record), self._file(self.images_dir, record.image_key))
+        write_table_atomic(image_table(record), self._file(self.images_dir, record.image_key))
 
     def delete(self, image_key: str) -> None:
         for base in (self.faces_dir, self.images_dir):
@@ -141,7 +154,7 @@ class ParquetStore:
             _prune_empty_dirs(path.parent, base)
 
     def read_faces(self, image_key: str, columns: list[str] | None = None) -> pa.Table:
-        path = self._file(self.faces_dir, image_key)
+        path = self.faces_path(image_key)
         if not path.exists():
             return FACE_SCHEMA.empty_table().select(columns or FACE_SCHEMA.names)
         return pq.read_table(path, columns=columns)
@@ -168,9 +181,9 @@ class ParquetStore:
             faces = self.load_faces([key])[key]
             kept = [f for f in faces if f.face_id not in face_ids]
             dropped += len(faces) - len(kept)
-            path = self._file(self.faces_dir, key)
+            path = self.faces_path(key)
             if kept:
-                _write_atomic(faces_table(kept), path)
+                write_table_atomic(faces_table(kept), path)
             else:
                 path.unlink(missing_ok=True)
         return dropped

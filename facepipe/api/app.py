@@ -1,0 +1,96 @@
+"""The FastAPI app (`create_app`) and `facepipe serve`: assembly, error handlers, the upload limit, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from facepipe.api import pages, people, pictures, search
+from facepipe.api.context import ApiContext
+from facepipe.api.stores import HeldStore, open_store
+from facepipe.api.uploads import MAX_UPLOAD, LimitUploads, UploadTooLarge, too_large
+from facepipe.library import Library
+from facepipe.stores.base import FaceStore, StoreError
+
+SEARCHES_AT_ONCE = 2
+"""Face extraction is CPU- and memory-heavy: more concurrent uploads wait instead of piling up."""
+
+
+def create_app(
+    store: str = "qdrant",
+    *,
+    library: Library | None = None,
+    max_upload: int = MAX_UPLOAD,
+    idle_close: float = 10.0,
+    lock_timeout: float = 15.0,
+    face_store: FaceStore | None = None,
+) -> FastAPI:
+    """The API over the library's store named `store` (or `face_store` as given), its Parquet and its
+    people state; photos are served from the library's images folder."""
+    library = library or Library.open()
+    if face_store is None:
+        face_store, single_process = open_store(library, store, lock_timeout=lock_timeout)
+    else:
+        single_process = False
+    held = HeldStore(face_store, idle_close if single_process else 0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        held.close()
+
+    app = FastAPI(
+        title="facepipe",
+        description="Search a photo collection by face: similar faces, photos of a person, the people found.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.store = held
+    app.state.context = ApiContext(
+        held=held,
+        parquet=library.parquet,
+        people=library.people,
+        images_root=library.root,
+        extract=library.settings.extract,
+        max_upload=max_upload,
+        searches=threading.BoundedSemaphore(SEARCHES_AT_ONCE),
+    )
+
+    @app.exception_handler(UploadTooLarge)
+    async def _upload_too_large(request: Request, exc: UploadTooLarge) -> JSONResponse:
+        return too_large(max_upload)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    app.add_middleware(LimitUploads, max_bytes=max_upload)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.WEB), name="static")
+    for routes in (search, people, pictures):
+        app.include_router(routes.router)
+    return app
+
+
+def serve(library: Library, host: str = "127.0.0.1", port: int = 8000, store: str = "qdrant") -> None:
+    """`facepipe serve`: the API and the pages of `library` until Ctrl-C."""
+    import sys
+
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"facepipe: listening on {host}: the API has no authentication, anyone who can reach it can search.",
+            file=sys.stderr,
+        )
+    print(
+        f"facepipe: search page on http://{'[' + host + ']' if ':' in host else host}:{port}/ "
+        f"(store: {store}; {library.banner()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(create_app(store, library=library), host=host, port=port, log_level="info")

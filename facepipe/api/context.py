@@ -1,0 +1,34 @@
+"""What the routes share: the held store, the Parquet, the people state, the images folder, the settings and limits."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from facepipe.api.stores import HeldStore
+from facepipe.faces.extract import ExtractSettings
+from facepipe.people import People
+from facepipe.stores.parquet import ParquetStore
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    held: HeldStore
+    parquet: ParquetStore
+    people: People
+    images_root: Path
+    extract: ExtractSettings  # how query photos are read, as the index reads the library's photos
+    max_upload: int
+    searches: threading.BoundedSemaphore  # face extraction is CPU- and memory-heavy: more uploads wait
+
+
+def _context(request: Request) -> ApiContext:
+    return request.app.state.context
+
+
+Context = Annotated[ApiContext, Depends(_context)]
+"""A route parameter of this type receives the app's context."""

@@ -1,0 +1,405 @@
+"""The people state: one SQLite file in the data folder with persons, faces, the graph's edges and the
+Parquet files last seen (tables `persons`, `faces`, `edges`, `files`, `meta`; view `people` for analytics).
+
+`reading` and `writing` open it; a `State` answers and changes it within one connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from facepipe.people.records import PeopleError, Person, Stat, person_number
+
+STATE_FILE = "people.sqlite"
+LOCK_FILE = "people.lock"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS persons (
+    person_id TEXT PRIMARY KEY,
+    name TEXT,
+    merged_into TEXT,            -- set by `people merge`: this person's faces belong to that one
+    centroid BLOB,               -- float32[128] mean of the faces clustered under this id
+    cover_face_id TEXT,          -- the face nearest the centroid (thumbnail)
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: edges and seeds refer to it
+    face_id TEXT NOT NULL UNIQUE,
+    image_key TEXT NOT NULL,
+    embedding BLOB NOT NULL,     -- float32[128]
+    cluster TEXT,                -- the id clustering gave this face (null: singleton)
+    person_id TEXT               -- after merges: what Parquet and the stores hold
+);
+CREATE INDEX IF NOT EXISTS faces_image_key ON faces (image_key);
+CREATE INDEX IF NOT EXISTS faces_cluster ON faces (cluster);
+CREATE INDEX IF NOT EXISTS faces_person_id ON faces (person_id);
+CREATE TABLE IF NOT EXISTS edges (
+    a INTEGER NOT NULL, b INTEGER NOT NULL, distance REAL NOT NULL, PRIMARY KEY (a, b)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_b ON edges (b);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,       -- Parquet file under parquet/faces/, as last read or written here
+    image_key TEXT NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE VIEW IF NOT EXISTS people AS
+    SELECT f.person_id, p.name, count(*) AS faces, count(DISTINCT f.image_key) AS images
+    FROM faces f JOIN persons p ON p.person_id = f.person_id
+    WHERE f.person_id IS NOT NULL GROUP BY f.person_id;
+"""
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def vector_of(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.float32)
+
+
+def blob_of(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def _chunks(items: Sequence, size: int = 500) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(items: Sized) -> str:
+    return ",".join("?" * len(items))
+
+
+@contextlib.contextmanager
+def reading(data_dir: Path) -> Iterator[State]:
+    """The state of this data folder (created if missing), on a connection of its own."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(data_dir / STATE_FILE, timeout=60, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=60000")
+        db.executescript(SCHEMA)
+        yield State(db)
+    finally:
+        db.close()
+
+
+@contextlib.contextmanager
+def writing(data_dir: Path) -> Iterator[State]:
+    """One writer at a time (a file lock: Dagster runs, the daemon and the CLI are separate
+    processes), in one transaction: a failure leaves the previous state, and the next run redoes it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / LOCK_FILE, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with reading(data_dir) as state:
+                state.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield state
+                except BaseException:
+                    state.db.execute("ROLLBACK")
+                    raise
+                state.db.execute("COMMIT")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class State:
+    """Queries and changes of the people state, on one open connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    # -- persons -------------------------------------------------------------------------------------------
+
+    def persons(self, only: str | None = None) -> list[Person]:
+        """Persons with at least one face (or just `only`), largest first."""
+        where = "f.person_id IS NOT NULL" + (" AND f.person_id = ?" if only else "")
+        rows = self.db.execute(
+            f"SELECT f.person_id, f.image_key, count(*) FROM faces f WHERE {where} "
+            "GROUP BY f.person_id, f.image_key ORDER BY f.person_id, f.image_key",
+            (only,) if only else (),
+        ).fetchall()
+        faces: Counter[str] = Counter()
+        keys: dict[str, list[str]] = defaultdict(list)
+        for pid, key, n in rows:
+            faces[pid] += n
+            keys[pid].append(key)
+        names = dict(self.db.execute("SELECT person_id, name FROM persons"))
+        covers = self.covers(set(faces))
+        people = [Person(pid, names.get(pid), faces[pid], keys[pid], covers.get(pid)) for pid in faces]
+        return sorted(people, key=lambda p: (-p.faces, person_number(p.person_id)))
+
+    def covers(self, pids: set[str]) -> dict[str, str]:
+        """A canonical person's thumbnail: the cover of its largest cluster (merges bring several)."""
+        out: dict[str, tuple[int, str]] = {}
+        for pid, cover, n in self.db.execute(
+            "SELECT f.person_id, p.cover_face_id, count(*) FROM faces f JOIN persons p ON p.person_id = f.cluster "
+            "WHERE f.person_id IS NOT NULL AND p.cover_face_id IS NOT NULL GROUP BY f.person_id, f.cluster"
+        ):
+            if pid in pids and (pid not in out or n > out[pid][0]):
+                out[pid] = (n, cover)
+        return {pid: cover for pid, (_, cover) in out.items()}
+
+    def name_of(self, person_id: str) -> str | None:
+        return self.db.execute("SELECT name FROM persons WHERE person_id = ?", (person_id,)).fetchone()[0]
+
+    def canonical(self, person_id: str) -> str:
+        """The person an id now is: itself, or the end of its chain of merges."""
+        seen = set()
+        pid = person_id
+        while True:
+            row = self.db.execute("SELECT merged_into FROM persons WHERE person_id = ?", (pid,)).fetchone()
+            if row is None:
+                raise PeopleError(f"no person {person_id!r} (see `facepipe people`)")
+            if row[0] is None or row[0] in seen:
+                return pid
+            seen.add(pid)
+            pid = row[0]
+
+    def names(self) -> dict[str, tuple[str, str | None]]:
+        """Every person id ever given -> (the person it now is, that person's name)."""
+        rows = self.db.execute("SELECT person_id, name, merged_into FROM persons").fetchall()
+        name = {pid: n for pid, n, _ in rows}
+        into = {pid: m for pid, _, m in rows}
+        out = {}
+        for pid in name:
+            target, hops = pid, 0
+            while into.get(target) and hops < len(into):
+                target, hops = into[target], hops + 1
+            out[pid] = (target, name.get(target))
+        return out
+
+    def set_name(self, person_id: str, name: str | None) -> None:
+        self.db.execute(
+            "UPDATE persons SET name = ?, updated_at = ? WHERE person_id = ?", (name, timestamp(), person_id)
+        )
+
+    def fold(self, keep: str, fold: str) -> list[tuple[str, str]]:
+        """Record that canonical person `fold` is `keep` from now on (`keep` takes its name if it has none);
+        returns the (face_id, image_key) of the faces that moved."""
+        now = timestamp()
+        db = self.db
+        db.execute("UPDATE persons SET merged_into = ?, updated_at = ? WHERE person_id = ?", (keep, now, fold))
+        db.execute("UPDATE persons SET merged_into = ? WHERE merged_into = ?", (keep, fold))  # keep chains short
+        db.execute(
+            "UPDATE persons SET name = (SELECT name FROM persons WHERE person_id = ?), updated_at = ? "
+            "WHERE person_id = ? AND name IS NULL",
+            (fold, now, keep),
+        )
+        moved = db.execute("SELECT face_id, image_key FROM faces WHERE person_id = ?", (fold,)).fetchall()
+        db.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", (keep, fold))
+        return moved
+
+    def erase(self, person_id: str) -> set[str]:
+        """Delete a canonical person, the persons merged into it and their faces (with their edges); the
+        faces that were linked to them become pending seeds. Returns the person ids erased."""
+        rows = self.db.execute("SELECT person_id, merged_into FROM persons").fetchall()
+        gone = {person_id}
+        while True:
+            more = {p for p, into in rows if into in gone} - gone
+            if not more:
+                break
+            gone |= more
+        marks = _marks(gone)
+        ids = [
+            i
+            for (i,) in self.db.execute(
+                f"SELECT id FROM faces WHERE cluster IN ({marks}) OR person_id IN ({marks})", [*gone, *gone]
+            )
+        ]
+        seeds: set[int] = set()
+        for row_id in ids:
+            seeds |= self.unlink(row_id)
+        self.db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
+        self.db.execute(f"DELETE FROM persons WHERE person_id IN ({marks})", list(gone))
+        self.set_pending_seeds(self.pending_seeds() | (seeds - set(ids)))
+        return gone
+
+    def new_person(self, now: str) -> str:
+        """A person id never given before (`p1`, `p2`, ...), recorded."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'next_person'").fetchone()
+        number = int(row[0]) if row else 1
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_person', ?)", (str(number + 1),))
+        pid = f"p{number}"
+        self.db.execute("INSERT INTO persons (person_id, created_at, updated_at) VALUES (?, ?, ?)", (pid, now, now))
+        return pid
+
+    def names_and_centroids(self) -> dict[str, tuple[str | None, np.ndarray | None]]:
+        return {
+            pid: (name, None if blob is None else vector_of(blob))
+            for pid, name, blob in self.db.execute("SELECT person_id, name, centroid FROM persons")
+        }
+
+    def set_centroid(self, person_id: str, centroid: np.ndarray, cover_face_id: str, now: str) -> None:
+        self.db.execute(
+            "UPDATE persons SET centroid = ?, cover_face_id = ?, updated_at = ? WHERE person_id = ?",
+            (blob_of(centroid), cover_face_id, now, person_id),
+        )
+
+    # -- faces ---------------------------------------------------------------------------------------------
+
+    def image_of_face(self, face_id: str) -> str | None:
+        row = self.db.execute("SELECT image_key FROM faces WHERE face_id = ?", (face_id,)).fetchone()
+        return row[0] if row else None
+
+    def faces_of_images(self, image_keys: Sequence[str]) -> list[tuple[int, str, str, np.ndarray]]:
+        """(id, face_id, image_key, embedding) of every face of these images."""
+        out = []
+        for keys in _chunks(image_keys):
+            out += [
+                (row_id, fid, key, vector_of(blob))
+                for row_id, fid, key, blob in self.db.execute(
+                    f"SELECT id, face_id, image_key, embedding FROM faces WHERE image_key IN ({_marks(keys)})", keys
+                ).fetchall()
+            ]
+        return out
+
+    def add_face(self, face_id: str, image_key: str, embedding: np.ndarray) -> int:
+        cur = self.db.execute(
+            "INSERT INTO faces (face_id, image_key, embedding) VALUES (?, ?, ?) RETURNING id",
+            (face_id, image_key, blob_of(embedding)),
+        )
+        return cur.fetchone()[0]
+
+    def set_embedding(self, row_id: int, embedding: np.ndarray) -> None:
+        self.db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (blob_of(embedding), row_id))
+
+    def delete_face(self, row_id: int) -> None:
+        self.db.execute("DELETE FROM faces WHERE id = ?", (row_id,))
+
+    def existing(self, row_ids: Iterable[int]) -> set[int]:
+        """Those of these face row ids still present."""
+        out: set[int] = set()
+        for batch in _chunks(sorted(row_ids)):
+            out |= {i for (i,) in self.db.execute(f"SELECT id FROM faces WHERE id IN ({_marks(batch)})", list(batch))}
+        return out
+
+    def all_embeddings(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Every face's row id, image key and embedding, by id (what new edges are computed against)."""
+        rows = self.db.execute("SELECT id, image_key, embedding FROM faces ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        keys = [r[1] for r in rows]
+        x = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, 128)
+        return ids, keys, x
+
+    def person_of_faces(self) -> dict[str, str]:
+        """face_id -> person_id of every face in a person."""
+        return dict(self.db.execute("SELECT face_id, person_id FROM faces WHERE person_id IS NOT NULL"))
+
+    def image_of_faces(self) -> dict[str, str]:
+        """face_id -> image_key of every face."""
+        return dict(self.db.execute("SELECT face_id, image_key FROM faces"))
+
+    def pending_seeds(self) -> set[int]:
+        """Faces that were linked to a forgotten person: their components are to be clustered again."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'pending_seeds'").fetchone()
+        return {int(v) for v in row[0].split(",") if v} if row else set()
+
+    def set_pending_seeds(self, seeds: set[int]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('pending_seeds', ?)", (",".join(map(str, sorted(seeds))),)
+        )
+
+    def clear_pending_seeds(self) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = 'pending_seeds'")
+
+    # -- the graph -----------------------------------------------------------------------------------------
+
+    def unlink(self, row_id: int) -> set[int]:
+        """Drop a face's edges; its neighbours' components must be clustered again."""
+        near = {b for (b,) in self.db.execute("SELECT b FROM edges WHERE a = ?", (row_id,))}
+        near |= {a for (a,) in self.db.execute("SELECT a FROM edges WHERE b = ?", (row_id,))}
+        self.db.execute("DELETE FROM edges WHERE a = ? OR b = ?", (row_id, row_id))
+        return near
+
+    def add_edges(self, edges: Iterable[tuple[int, int, float]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO edges (a, b, distance) VALUES (?, ?, ?)", edges)
+
+    def component(self, seeds: set[int]) -> tuple[list[int], list[tuple[int, int]]]:
+        """Every face connected to a seed, and the edges among them (breadth first, in SQL batches)."""
+        seen = set(seeds)
+        frontier = sorted(seeds)
+        edges: set[tuple[int, int]] = set()
+        while frontier:
+            nxt: set[int] = set()
+            for batch in _chunks(frontier):
+                marks = _marks(batch)
+                for a, b in self.db.execute(
+                    f"SELECT a, b FROM edges WHERE a IN ({marks}) UNION SELECT a, b FROM edges WHERE b IN ({marks})",
+                    [*batch, *batch],
+                ):
+                    edges.add((a, b))
+                    for v in (a, b):
+                        if v not in seen:
+                            seen.add(v)
+                            nxt.add(v)
+            frontier = sorted(nxt)
+        return sorted(seen), sorted(edges)
+
+    # -- clusters of one component -------------------------------------------------------------------------
+
+    def mark_component(self, comp: Sequence[int]) -> None:
+        """Remember the faces being clustered again (temp table `comp`) for the queries below."""
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS comp (id INTEGER PRIMARY KEY)")
+        self.db.execute("DELETE FROM comp")
+        self.db.executemany("INSERT INTO comp (id) VALUES (?)", [(v,) for v in comp])
+
+    def component_faces(self) -> tuple[dict[int, str | None], dict[int, np.ndarray]]:
+        """The marked faces' previous cluster and embedding, by row id."""
+        previous: dict[int, str | None] = {}
+        vectors: dict[int, np.ndarray] = {}
+        for row_id, cluster, blob in self.db.execute(
+            "SELECT id, cluster, embedding FROM faces WHERE id IN (SELECT id FROM comp)"
+        ):
+            previous[row_id], vectors[row_id] = cluster, vector_of(blob)
+        return previous, vectors
+
+    def clusters_outside_component(self) -> set[str]:
+        """Cluster ids that still have a face outside the marked faces."""
+        return {
+            c
+            for (c,) in self.db.execute(
+                "SELECT DISTINCT cluster FROM faces WHERE cluster IS NOT NULL AND id NOT IN (SELECT id FROM comp)"
+            )
+        }
+
+    def set_clusters(self, cluster_of: Mapping[int, str | None]) -> None:
+        self.db.executemany("UPDATE faces SET cluster = ? WHERE id = ?", [(c, v) for v, c in cluster_of.items()])
+
+    def cluster_faces(self, cluster: str) -> list[tuple[str, np.ndarray]]:
+        """(face_id, embedding) of the faces clustered under this id."""
+        return [
+            (fid, vector_of(blob))
+            for fid, blob in self.db.execute("SELECT face_id, embedding FROM faces WHERE cluster = ?", (cluster,))
+        ]
+
+    def set_persons_of(self, person_of: Mapping[int, str | None]) -> None:
+        """What each face is after merges (face row id -> person id)."""
+        self.db.executemany("UPDATE faces SET person_id = ? WHERE id = ?", [(p, v) for v, p in person_of.items()])
+
+    # -- Parquet files seen --------------------------------------------------------------------------------
+
+    def files(self) -> dict[str, tuple[str, Stat]]:
+        """Faces file (relative path) -> (image key, stat) as last read or written here."""
+        return {p: (k, (m, s)) for p, k, m, s in self.db.execute("SELECT path, image_key, mtime_ns, size FROM files")}
+
+    def record_files(self, stats: Mapping[str, tuple[str, Stat]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO files (path, image_key, mtime_ns, size) VALUES (?, ?, ?, ?)",
+            [(rel, key, *stat) for rel, (key, stat) in stats.items()],
+        )
+
+    def forget_files(self, paths: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM files WHERE path = ?", [(rel,) for rel in paths])
