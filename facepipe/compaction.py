@@ -24,7 +24,6 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from facepipe.keys import key_for_relpath
-from facepipe.stores.parquet import FACE_SCHEMA, IMAGE_SCHEMA, ParquetStore
+from facepipe.stores.parquet import FACE_SCHEMA, IMAGE_SCHEMA, ParquetStore, write_table_atomic
 
 SHARDS = 16
 """Files per dataset: enough for DuckDB to read in parallel and for a small change to rewrite little."""
@@ -207,7 +206,7 @@ class Compactor:
             if replaced and old.num_rows:
                 old = old.filter(pc.invert(pc.is_in(old.column("image_key"), pa.array(sorted(replaced)))))
             table = pa.concat_tables([old, fresh]).sort_by("image_key")
-            _write_atomic_rows(table, target)
+            write_table_atomic(table, target, row_group_size=ROW_GROUP_ROWS)  # large groups for scans
             rows += table.num_rows
             report.shards_written += 1
             report.files_read += len(keys_read)
@@ -244,14 +243,3 @@ class Compactor:
             except (OSError, pa.ArrowInvalid):
                 del keys[path]  # not recorded: the next run tries it again
         return (pa.concat_tables(tables) if tables else schema.empty_table()), keys
-
-
-def _write_atomic_rows(table: pa.Table, path: Path) -> None:
-    """Atomic replace, as the per-photo files (the name is one `ParquetStore.sweep_temp_files` knows),
-    with large row groups for scans."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

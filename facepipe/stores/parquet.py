@@ -90,12 +90,13 @@ def image_table(record: ImageRecord) -> pa.Table:
     return pa.Table.from_pylist([row], schema=IMAGE_SCHEMA)
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Readers see the old file or the new one, never half of one (a killed run leaves only a temp)."""
+def write_table_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+    """Readers see the old file or the new one, never half of one (a killed run leaves only a temp,
+    named so that `ParquetStore.sweep_temp_files` finds it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
