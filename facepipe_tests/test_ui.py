@@ -460,7 +460,7 @@ def test_ui_materialize_does_what_facepipe_index_does(tmp_path: Path) -> None:
             checks = load_page(driver, f"{base}/assets/faces?view=checks", ["photos_readable", "broken.jpg"])
             assert "non-blocking" in checks and "1 photos could not be read" in checks, checks[:2000]
             driver.save_screenshot(str(tmp_path / "faces-checks.png"))
-            overview = load_page(driver, f"{base}/assets/faces", ["facepipe", "team:facepipe"])
+            overview = load_page(driver, f"{base}/assets/faces", ["Code location", "Owners", "personal_data: yes"])
             assert "embedding" in overview and "image_key" in overview, "column schema shown"
             driver.save_screenshot(str(tmp_path / "faces-overview.png"))
             resource = load_page(driver, f"{base}/locations/facepipe/resources/library", ["data_dir"])
