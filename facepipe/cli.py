@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from facepipe import settings as settings_module
@@ -112,20 +114,24 @@ def _read_query(path: str) -> bytes:
     return file.read_bytes()
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from facepipe import query
+@contextmanager
+def _query_photo(args: argparse.Namespace) -> Iterator[tuple[Library, bytes]]:
+    """The library and the query photo's bytes; a photo that cannot be read is bad input (exit 2)."""
+    from facepipe.query import QueryImageError
 
     with _library() as library:
         try:
-            results = query.search(
-                _read_query(args.image),
-                library.store(args.store),
-                args.top_k,
-                args.max_distance,
-                library.settings.extract,
-            )
-        except query.QueryImageError as exc:
+            yield library, _read_query(args.image)
+        except QueryImageError as exc:
             raise UsageError(f"{args.image}: {exc}") from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from facepipe import query
+
+    with _query_photo(args) as (library, photo):
+        store, extract = library.store(args.store), library.settings.extract
+        results = query.search(photo, store, args.top_k, args.max_distance, extract)
         if args.json:
             print(json.dumps([[_match_json(m) for m in r.matches] for r in results]))
             return 0
@@ -155,17 +161,9 @@ def _match_json(m) -> dict:
 def cmd_person(args: argparse.Namespace) -> int:
     from facepipe import query
 
-    with _library() as library:
-        try:
-            person_id, photos = query.person(
-                _read_query(args.image),
-                library.store(args.store),
-                library.parquet,
-                args.max_distance,
-                library.settings.extract,
-            )
-        except query.QueryImageError as exc:
-            raise UsageError(f"{args.image}: {exc}") from None
+    with _query_photo(args) as (library, photo):
+        store, extract = library.store(args.store), library.settings.extract
+        person_id, photos = query.person(photo, store, library.parquet, args.max_distance, extract)
         if args.json:
             print(json.dumps([{"image_key": p.image_key, "distance": round(p.distance, 6)} for p in photos]))
             return 0

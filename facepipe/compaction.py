@@ -20,7 +20,6 @@ No Dagster here: the `faces_compacted` asset and `facepipe index` call `Compacto
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import time
@@ -37,6 +36,7 @@ import pyarrow.parquet as pq
 
 from facepipe.keys import key_for_relpath
 from facepipe.stores.parquet import FACE_SCHEMA, IMAGE_SCHEMA, ParquetStore, write_table_atomic
+from facepipe.walk import walk_files
 
 SHARDS = 16
 """Files per dataset: enough for DuckDB to read in parallel and for a small change to rewrite little."""
@@ -95,26 +95,7 @@ def shard_of(path: str, shards: int) -> int:
 
 def scan(folder: Path) -> dict[str, tuple[int, int]]:
     """{path relative to folder: (mtime_ns, size)} of the per-photo files (temp files start with a dot)."""
-    found: dict[str, tuple[int, int]] = {}
-    stack = [(folder, "")]
-    while stack:
-        current, prefix = stack.pop()
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((Path(entry.path), f"{prefix}{entry.name}/"))
-                elif entry.name.endswith(".parquet"):
-                    info = entry.stat(follow_symlinks=False)
-                    found[prefix + entry.name] = (info.st_mtime_ns, info.st_size)
-            except OSError:
-                continue
-    return found
+    return {rel: (info.st_mtime_ns, info.st_size) for rel, info in walk_files(folder, {".parquet"})}
 
 
 class Compactor:

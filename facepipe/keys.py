@@ -36,17 +36,6 @@ def relpath_for_key(key: str) -> PurePosixPath:
     return rel
 
 
-def key_for_path(path: Path, root: Path) -> str:
-    """Key of an absolute (or root-relative) path; refuses paths outside the root."""
-    root = root.resolve()
-    full = (root / path).absolute()
-    try:
-        rel = full.relative_to(root)
-    except ValueError as exc:
-        raise UnsafeKeyError(f"{path} is outside the images root {root}") from exc
-    return key_for_relpath(PurePosixPath(rel.as_posix()))
-
-
 def path_for_key(key: str, root: Path) -> Path:
     """The file a key names, resolved without following links out of the root."""
     root = root.resolve()

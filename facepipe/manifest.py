@@ -8,15 +8,14 @@ tick over an unchanged folder reads no file content.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
-import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from facepipe.keys import UnsafeKeyError, key_for_relpath, path_for_key
+from facepipe.walk import walk_files
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
@@ -66,33 +65,8 @@ class SyncPlan:
 
 def scan(root: Path) -> Iterator[tuple[str, int, int]]:
     """(key, size, mtime_ns) of every image file under root; links are never followed out of it."""
-    root = root.resolve()
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_symlink():
-                    target = Path(entry.path).resolve()
-                    if not target.is_relative_to(root):
-                        continue
-                    info = target.stat()
-                else:
-                    info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                if not entry.is_symlink():
-                    stack.append(Path(entry.path))
-            elif stat.S_ISREG(info.st_mode) and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES:
-                rel = PurePosixPath(Path(entry.path).relative_to(root).as_posix())
-                yield key_for_relpath(rel), info.st_size, info.st_mtime_ns
+    for rel, info in walk_files(root, IMAGE_SUFFIXES, links_inside=True):
+        yield key_for_relpath(rel), info.st_size, info.st_mtime_ns
 
 
 def file_sha256(path: Path) -> str:
@@ -225,9 +199,6 @@ class Manifest:
         """Photos whose last indexing gave an `error` row (unreadable, not an image, ...)."""
         with self._db() as db:
             return [row[0] for row in db.execute("SELECT key FROM files WHERE status = 'error' ORDER BY key")]
-
-    def mark_indexed(self, key: str, sha256: str, model_version: str, status: str) -> None:
-        self.mark_indexed_many([(key, sha256, model_version, status)])
 
     def mark_indexed_many(self, marks: Iterable[tuple[str, str, str, str]]) -> None:
         """Several (key, sha256, model_version, status) in one transaction."""

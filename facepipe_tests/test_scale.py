@@ -258,3 +258,15 @@ def test_cached_dynamic_partitions_follow_changes_made_by_any_writer(tmp_path):
     assert ours.get_dynamic_partitions("other") == []
     ours.dispose()
     other.dispose()
+
+
+def test_the_event_log_subclass_names_what_a_dagster_upgrade_removed(env, monkeypatch):
+    from facepipe.defs import storage
+
+    storage.check_dagster_internals(dg.DagsterInstance.get().event_log_storage)  # the installed Dagster
+    monkeypatch.setattr(SqliteEventLogStorage, "_store_asset_event_tags", None)  # gone in an upgrade
+    with pytest.raises(storage.DagsterInternalsChanged, match=r"lacks _store_asset_event_tags.*dagster\.yaml"):
+        storage.check_dagster_internals()
+    monkeypatch.setattr(dg, "__version__", "1.14.0")
+    with pytest.raises(storage.DagsterInternalsChanged, match=r"Dagster 1\.14\.0"):
+        storage.check_dagster_internals()

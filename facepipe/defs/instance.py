@@ -8,12 +8,17 @@ import dagster as dg
 
 from facepipe.settings import Settings, export_dagster_home
 
-DAGSTER_YAML = """\
+_TELEMETRY_AND_POOLS = """\
 telemetry:
   enabled: false
 concurrency:
   pools:
-    default_limit: 1
+"""
+_OLD_POOLS_COMMENT = (
+    "    # Embedded Qdrant allows one writer: the export pools (facepipe_qdrant, facepipe_pgvector) "
+    "run one step at a time.\n"
+)
+_EVENT_LOG = """\
 # Dagster's SQLite event log, same files, without an fsync and a checkpoint per event and with a run's
 # asset events written in one transaction: 130 ms less per photo (facepipe/defs/storage.py).
 event_log_storage:
@@ -21,28 +26,11 @@ event_log_storage:
   class: FastSqliteEventLogStorage
 """
 
+DAGSTER_YAML = _TELEMETRY_AND_POOLS + "    default_limit: 1\n" + _EVENT_LOG
+
 OLD_DAGSTER_YAMLS = (
-    """\
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    # Embedded Qdrant allows one writer: the export pools (facepipe_qdrant, facepipe_pgvector) run one step at a time.
-    default_limit: 1
-""",
-    """\
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    # Embedded Qdrant allows one writer: the export pools (facepipe_qdrant, facepipe_pgvector) run one step at a time.
-    default_limit: 1
-# Dagster's SQLite event log, same files, without an fsync and a checkpoint per event and with a run's
-# asset events written in one transaction: 130 ms less per photo (facepipe/defs/storage.py).
-event_log_storage:
-  module: facepipe.defs.storage
-  class: FastSqliteEventLogStorage
-""",
+    _TELEMETRY_AND_POOLS + _OLD_POOLS_COMMENT + "    default_limit: 1\n",
+    _TELEMETRY_AND_POOLS + _OLD_POOLS_COMMENT + "    default_limit: 1\n" + _EVENT_LOG,
 )
 """dagster.yaml files written by earlier versions: replaced by DAGSTER_YAML (same storage folders)."""
 

@@ -74,6 +74,45 @@ _BATCHED = {
 }
 
 
+_METHODS_RELIED_ON = (
+    "_initdb",
+    "conn_string_for_shard",
+    "prepare_insert_event",
+    "_store_asset_event_tags",
+    "_store_asset_event",
+    "_check_partitions_table",
+    "run_connection",
+    "index_connection",
+    "index_transaction",
+    "get_dynamic_partitions",
+)
+_STATE_RELIED_ON = ("_initialized_dbs", "_db_lock")
+"""What this subclass uses of Dagster's SqliteEventLogStorage beyond its public API."""
+
+TESTED_DAGSTER = "1.13."
+
+
+class DagsterInternalsChanged(RuntimeError):
+    """The installed Dagster's SQLite event log no longer has what this storage builds on."""
+
+
+def check_dagster_internals(storage: object | None = None, base: type = SqliteEventLogStorage) -> None:
+    """Fail loudly, naming what is missing, rather than misbehave after a Dagster upgrade."""
+    import dagster
+
+    missing = [name for name in _METHODS_RELIED_ON if not callable(getattr(base, name, None))]
+    if storage is not None:
+        missing += [name for name in _STATE_RELIED_ON if not hasattr(storage, name)]
+    if missing or not dagster.__version__.startswith(TESTED_DAGSTER):
+        what = f"lacks {', '.join(missing)}" if missing else f"is not {TESTED_DAGSTER}x"
+        raise DagsterInternalsChanged(
+            f"facepipe's FastSqliteEventLogStorage was written against Dagster {TESTED_DAGSTER}x's "
+            f"SqliteEventLogStorage, and Dagster {dagster.__version__} {what}. Remove `event_log_storage` "
+            "from $DAGSTER_HOME/dagster.yaml to use Dagster's own storage (same files), or keep Dagster at "
+            f"{TESTED_DAGSTER}x."
+        )
+
+
 def _default_base_dir() -> str:
     # where Dagster's default SQLite storage keeps it
     return os.path.join(current().dagster_home_path, "history", "runs")
@@ -97,6 +136,7 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
     """
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
+        check_dagster_internals()
         export_default("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
@@ -104,6 +144,7 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
         self._partitions: dict[str, tuple[int, list[str]]] = {}  # name -> (version, keys)
         self._partitions_versioned = False
         super().__init__(base_dir or _default_base_dir(), inst_data)
+        check_dagster_internals(self)
 
     @classmethod
     def config_type(cls) -> dict:

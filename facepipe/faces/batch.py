@@ -134,11 +134,6 @@ _shared = _SharedPool()
 atexit.register(_shared.shutdown)
 
 
-def shutdown_pool() -> None:
-    """Stop the shared worker processes now (they are otherwise kept for POOL_IDLE_SECONDS)."""
-    _shared.shutdown()
-
-
 def _largest_first(jobs: Sequence[Job]) -> list[Job]:
     """Big photos first, so the pool does not end a batch with one worker on a big photo, the other idle."""
 
