@@ -66,10 +66,9 @@ def main() -> None:
                 times[name].append(index_once(root / "images", root / f"{name}-{r}", stock=name == "stock"))
     best = {name: min(values) for name, values in times.items()}
     load = os.getloadavg()
-    print(
-        f"`benchmarks/event_log_bench.py --photos {args.photos} --rounds {args.rounds}`, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}\n"
-    )
+    command = f"benchmarks/event_log_bench.py --photos {args.photos} --rounds {args.rounds}"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, load {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}"
+    print(f"`{command}`, {machine}\n")
     print("| event log | best wall s | ms per photo | all runs s |")
     print("|---|--:|--:|---|")
     for name, values in times.items():
