@@ -9,7 +9,7 @@ UV := $(PYTHON) -m uv
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 
 run: setup
 	$(UV) run --frozen facepipe index $(IMAGES)
