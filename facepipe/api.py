@@ -3,8 +3,8 @@
 The answers come from the same functions as the CLI (facepipe.query, facepipe.people), so both
 always agree. OpenAPI docs at /docs.
 
-Holding the store. A server process wants its store open between requests (opening embedded
-Qdrant loads the whole collection), but embedded Qdrant is one process at a time: while the
+Holding the store. A server process wants its store open between requests (opening the embedded
+Qdrant engine costs up to ~0.4 s at 1M faces), but embedded Qdrant is one process at a time: while the
 server holds the folder, `facepipe index` and Dagster runs wait for it (and give up after their
 lock timeout). So the server keeps the store open while requests come in and closes it after
 `idle_close` seconds (10) without one; a search that finds the folder taken by an index run
@@ -177,9 +177,8 @@ def open_store(
     store = library.store(name)
     if not isinstance(store, QdrantStore):
         return store, False
-    held = QdrantStore(
-        url=store.url, api_key=store.api_key, path=store.path, keep_open=keep_open, lock_timeout=lock_timeout
-    )
+    store.close()
+    held = store.with_options(keep_open=keep_open, lock_timeout=lock_timeout)
     return held, held.is_local
 
 

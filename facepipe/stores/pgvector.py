@@ -1,4 +1,4 @@
-"""Faces in Postgres + pgvector: a server from FACEPIPE_PG_DSN, or the embedded one under the data folder."""
+"""Faces in Postgres + pgvector: a server at `dsn`, or the embedded one in `embedded_dir` (`<data>/postgres`)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
-from pydantic import PrivateAttr
 
 from facepipe.faces.records import Face
 from facepipe.stores.base import (
@@ -26,7 +25,6 @@ from facepipe.stores.base import (
     as_vector,
     check_batch,
     redact,
-    resolve,
     within,
 )
 from facepipe.stores.embedded_pg import EmbeddedPostgres, embedded_postgres
@@ -95,49 +93,49 @@ class _PoolRef:
             self.pool.close()
 
 
-class PgVectorStore(dg.ConfigurableResource):
-    """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `paths().postgres`."""
+class PgVectorStore:
+    """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `embedded_dir`."""
 
-    dsn: str | None = None
-    embedded_dir: str | None = None  # where the embedded server lives when dsn is unset
-    pool_size: int = 4
+    def __init__(self, dsn: str | None = None, embedded_dir: Path | str | None = None, *, pool_size: int = 4) -> None:
+        if not dsn and embedded_dir is None:
+            raise ValueError(
+                "PgVectorStore needs a dsn (a Postgres server) or embedded_dir (the embedded one's folder)"
+            )
+        self._dsn = dsn or None
+        self.embedded_dir = None if self._dsn else Path(embedded_dir).expanduser().resolve()  # type: ignore[arg-type]
+        self.pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._pool_pid: int | None = None
+        self._pool_ref: _PoolRef | None = None
+        self._embedded: EmbeddedPostgres | None = None
+        self._mutex = threading.Lock()
+        self._orphans: list[Any] = []
+        self._schema_done = False
 
-    _pool: ConnectionPool | None = PrivateAttr(default=None)
-    _pool_pid: int | None = PrivateAttr(default=None)
-    _pool_ref: _PoolRef | None = PrivateAttr(default=None)
-    _pool_target: str | None = PrivateAttr(default=None)
-    _embedded: EmbeddedPostgres | None = PrivateAttr(default=None)
-    _mutex: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _orphans: list[Any] = PrivateAttr(default_factory=list)
-    _schema_for: str | None = PrivateAttr(default=None)  # the target whose schema is known to exist
+    def __repr__(self) -> str:
+        where = f"dsn={redact(self._dsn)!r}" if self._dsn else f"embedded_dir={str(self.embedded_dir)!r}"
+        return f"PgVectorStore({where})"
 
-    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
-        yield "dsn", redact(str(resolve(self.dsn))) if resolve(self.dsn) else None
+    @property
+    def is_local(self) -> bool:
+        return self._dsn is None
 
     def _where(self) -> str:
-        dsn = resolve(self.dsn)
-        return f"Postgres at {redact(dsn)}" if dsn else f"embedded Postgres in {self.embedded_dir}"
-
-    def _target(self) -> str:
-        """What the pool must point at now: the DSN, or the embedded folder under FACEPIPE_DATA as set now."""
-        return resolve(self.dsn) or str(self.embedded_dir or "postgres")
+        return f"Postgres at {redact(self._dsn)}" if self._dsn else f"embedded Postgres in {self.embedded_dir}"
 
     def _get_pool(self) -> ConnectionPool:
         with self._mutex:
-            target = self._target()
-            if self._pool is not None and self._pool_pid == os.getpid() and self._pool_target == target:
-                return self._pool
             if self._pool is not None and self._pool_pid == os.getpid():
-                self._close_pool()  # FACEPIPE_DATA or the DSN changed since
-            elif self._pool is not None:
+                return self._pool
+            if self._pool is not None:
                 # Inherited through fork: its sockets belong to the parent; closing them would cut the parent off.
                 self._orphans.append(self._pool)
                 self._pool, self._embedded = None, None
             ref = _PoolRef()
-            if resolve(self.dsn):
-                conninfo = target
+            if self._dsn:
+                conninfo = self._dsn
             else:
-                self._embedded = embedded_postgres(target)
+                self._embedded = embedded_postgres(self.embedded_dir)
                 conninfo = self._embedded.attach(ref.close)
             try:  # a direct connect first, for a real error message instead of a pool timeout
                 with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as probe:
@@ -159,7 +157,7 @@ class PgVectorStore(dg.ConfigurableResource):
                     self._embedded.detach(ref.close)
                     self._embedded = None
                 raise StoreError(f"cannot use the {self._where()}: {redact(str(err)).strip()}") from None
-            self._pool, self._pool_ref, self._pool_pid, self._pool_target = ref.pool, ref, os.getpid(), target
+            self._pool, self._pool_ref, self._pool_pid = ref.pool, ref, os.getpid()
             return ref.pool
 
     def _close_pool(self) -> None:
@@ -186,9 +184,6 @@ class PgVectorStore(dg.ConfigurableResource):
         finally:
             pool.putconn(conn)
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.close()
-
     def close(self) -> None:
         """Close the pool; when it was this process's last client of the embedded server, leave it too
         (the last process to leave stops it)."""
@@ -207,10 +202,10 @@ class PgVectorStore(dg.ConfigurableResource):
             conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
             for statement in _SCHEMA:
                 conn.execute(statement)
-        self._schema_for = self._pool_target
+        self._schema_done = True
 
     def _ensure_once(self) -> None:
-        if self._schema_for != self._target():
+        if not self._schema_done:
             self.ensure_schema()
 
     # -- writes ---------------------------------------------------------------------------------------
