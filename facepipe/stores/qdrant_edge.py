@@ -143,6 +143,7 @@ class EdgeQdrantStore:
         self.lock_timeout = lock_timeout
         self.keep_open = keep_open
         self._pinned: locks.SharedSlot[Any] | None = None
+        self._deferred = 0
 
     def __repr__(self) -> str:
         return f"EdgeQdrantStore(path={str(self.folder)!r})"
@@ -159,6 +160,19 @@ class EdgeQdrantStore:
             self._pinned = slot
         with slot.use(self.lock_timeout, lambda: _open(self.folder), _close) as engine:
             yield engine
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[EdgeQdrantStore]:
+        """Hold the folder for a large load: the writes inside build no index, one build runs at the end
+        (a load of 1M faces otherwise rebuilds growing segments again and again)."""
+        with self.session():
+            self._deferred += 1
+            try:
+                yield self
+            finally:
+                self._deferred -= 1
+                if self._deferred == 0:
+                    self.optimize()
 
     def close(self) -> None:
         """Let go of the folder (when this was the last user in the process) so other processes can open it."""
@@ -196,7 +210,8 @@ class EdgeQdrantStore:
             if stale:
                 shard.update(qe.UpdateOperation.delete_points(stale))
             shard.flush()
-            _optimize_if_due(shard)
+            if not self._deferred:
+                _optimize_if_due(shard)
 
     def delete_images(self, image_keys: Iterable[str]) -> None:
         keys = list(image_keys)
