@@ -472,3 +472,35 @@ def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("FACEPIPE_PG_DSN")
     qs, ps = stores_from_env()
     assert qs.is_local and ps.is_local
+
+
+def test_pg_compact_leaves_no_deleted_vector_in_the_table_files(pg_store: PgVectorStore, data_dir: Path) -> None:
+    wipe(pg_store)
+    rng = np.random.default_rng(15)
+    batch = clustered_faces(rng, [f"v/{i}.jpg" for i in range(30)], 2, centers_for(rng, 3))
+    pg_store.replace_images(batch)
+    needle = batch["v/5.jpg"][0].embedding[:6].astype("<f4").tobytes()
+
+    def files_with_needle() -> list[str]:
+        with pg_store.connection() as conn:
+            conn.execute("CHECKPOINT")  # the pages reach the files
+            rels = conn.execute(
+                "SELECT pg_relation_filepath(c.oid) FROM pg_class c WHERE c.oid = 'faces'::regclass "
+                "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'faces'::regclass) "
+                "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'faces'::regclass)"
+            ).fetchall()
+        pgdata = data_dir / "postgres"
+        hits = []
+        for (rel,) in rels:
+            for path in pgdata.glob(rel + "*"):
+                if needle in path.read_bytes():
+                    hits.append(rel)
+        return hits
+
+    assert files_with_needle(), "the probe must see the vector before"
+    pg_store.delete_images(["v/5.jpg"])
+    report = pg_store.compact()
+    assert report["points"] == 58
+    assert files_with_needle() == []
+    hit = pg_store.search(batch["v/6.jpg"][1].embedding, top_k=1)[0]
+    assert hit.face_id == batch["v/6.jpg"][1].face_id
