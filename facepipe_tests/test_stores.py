@@ -44,7 +44,7 @@ except ImportError:  # facepipe_tests is not a package: pytest put its folder on
         wipe,
     )
 
-from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError, stores_from_env
+from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError, registry
 from facepipe.stores.embedded_pg import embedded_postgres
 from facepipe.stores.locks import lock_is_free
 from facepipe.stores.qdrant_edge import LOCK_FILE
@@ -320,34 +320,6 @@ def test_plain_stores_stay_where_they_were_built(
         PgVectorStore()
 
 
-def test_dagster_resources_follow_facepipe_data_when_it_moves(
-    qdrant_store: QdrantStore, pg_store: PgVectorStore, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The Dagster wrappers build their store from the settings at use: one resource object outlives a
-    change of FACEPIPE_DATA (tests, the CLI) and must follow it, not stick."""
-    from facepipe.defs.resources import PgVectorResource, QdrantResource
-
-    wipe(qdrant_store)
-    wipe(pg_store)
-    rng = np.random.default_rng(12)
-    batch = clustered_faces(rng, ["moved.jpg"], 2, centers_for(rng, 1))
-    q, p = QdrantResource(), PgVectorResource()
-    assert isinstance(q, FaceStore) and isinstance(p, FaceStore)
-    assert (q.count(), p.count()) == (0, 0)
-    monkeypatch.setenv("FACEPIPE_DATA", str(tmp_path))
-    for s in (q, p):
-        s.replace_images(batch)  # creates the schema in the new place
-        assert s.count() == 2
-    assert embedded_postgres(tmp_path / "postgres").running()
-    monkeypatch.setenv("FACEPIPE_DATA", str(data_dir))
-    assert (q.count(), p.count(), qdrant_store.count(), pg_store.count()) == (0, 0, 0, 0)
-    # p's pool on the other server closed when it moved back: that server lost its only client
-    assert not embedded_postgres(tmp_path / "postgres").running()
-    q.close()
-    p.close()
-    assert pg_store.count() == 0  # closing another store on the same server leaves this one working
-
-
 def test_two_processes_share_a_fresh_embedded_postgres(tmp_path: Path) -> None:
     """Both start-or-join the server and race the schema DDL; the last to leave stops the server."""
     data = tmp_path / "data"
@@ -435,9 +407,7 @@ def test_reads_before_any_schema_are_empty(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dagster as dg
-
-    from facepipe.defs.resources import stores_from_env as resources_from_env
+    from facepipe.settings import Settings
 
     pg = PgVectorStore(dsn="postgresql://facepipe:hunter2@127.0.0.1:1/faces?connect_timeout=2")
     assert "hunter2" not in repr(pg) and "hunter2" not in str(pg)
@@ -458,19 +428,18 @@ def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) ->
         q.count()
     assert "hunter2" not in str(err.value)
 
-    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
-    monkeypatch.setenv("QDRANT_API_KEY", "hunter2")
-    monkeypatch.setenv("FACEPIPE_PG_DSN", "postgresql://u:hunter2@127.0.0.1:1/db")
-    qr, pr = resources_from_env()
-    assert isinstance(qr.api_key, dg.EnvVar) and isinstance(pr.dsn, dg.EnvVar)
-    assert "hunter2" not in repr(qr) + repr(pr) + str(qr) + str(pr)
-    qs, ps = stores_from_env()
+    env = {
+        "FACEPIPE_DATA": "/nonexistent",
+        "QDRANT_URL": "http://127.0.0.1:1",
+        "QDRANT_API_KEY": "hunter2",
+        "FACEPIPE_PG_DSN": "postgresql://u:hunter2@127.0.0.1:1/db",
+    }
+    settings = Settings.from_env(env)
+    qs, ps = (registry.spec(name).build(settings) for name in ("qdrant", "pgvector"))
     assert not qs.is_local and not ps.is_local
-    assert "hunter2" not in repr(qs) + repr(ps)
-    monkeypatch.delenv("QDRANT_URL")
-    monkeypatch.delenv("QDRANT_API_KEY")
-    monkeypatch.delenv("FACEPIPE_PG_DSN")
-    qs, ps = stores_from_env()
+    assert "hunter2" not in repr(qs) + repr(ps) + str(qs) + str(ps)
+    settings = Settings.from_env({"FACEPIPE_DATA": "/nonexistent"})
+    qs, ps = (registry.spec(name).build(settings) for name in ("qdrant", "pgvector"))
     assert qs.is_local and ps.is_local
 
 
