@@ -39,6 +39,13 @@ _COPY_TYPES = ["uuid", "text", "text", "int4", "int4", "int4", "int4", "float4",
 _MATCH_COLUMNS = 'face_id, image_key, "top", "right", "bottom", "left", person_id'
 _EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 EF_SEARCH = 200
+"""HNSW candidates per search (>= top_k). Measured (BENCHMARKS.md "Scale"): recall@10 1.00 at 100k faces,
+0.95 at 1M; 100 gives 0.996 at 100k but 0.90 at 1M. Raise it with the table size."""
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+"""pgvector's defaults, kept after measuring at 100k faces: float32 `vector` was faster than a `halfvec`
+expression index with exact re-ranking at every ef_search, and m=24/ef_construction=128 took 3.4x the
+build for a p50 no better at recall >= 0.95."""
 MAINTENANCE_WORK_MEM = "1GB"
 """For HNSW builds (schema creation over existing rows, VACUUM FULL): 1M faces' graph is ~1 GB; with less,
 the build spills to disk and slows down several times (the 64 MB default is too small even at 100k)."""
@@ -60,7 +67,8 @@ _SCHEMA = (
     )""",
     f"CREATE INDEX IF NOT EXISTS {COLLECTION}_image_key_idx ON {COLLECTION} (image_key)",
     f"CREATE INDEX IF NOT EXISTS {COLLECTION}_person_id_idx ON {COLLECTION} (person_id)",
-    f"CREATE INDEX IF NOT EXISTS {COLLECTION}_embedding_hnsw_idx ON {COLLECTION} USING hnsw (embedding vector_l2_ops)",
+    f"CREATE INDEX IF NOT EXISTS {COLLECTION}_embedding_hnsw_idx ON {COLLECTION} "
+    f"USING hnsw (embedding vector_l2_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})",
 )
 
 
