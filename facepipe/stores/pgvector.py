@@ -40,7 +40,7 @@ _MATCH_COLUMNS = 'face_id, image_key, "top", "right", "bottom", "left", person_i
 _EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 EF_SEARCH = 200
 """HNSW candidates per search (>= top_k). Measured (BENCHMARKS.md "Scale"): recall@10 1.00 at 100k faces,
-0.95 at 1M; 100 gives 0.996 at 100k but 0.90 at 1M. Raise it with the table size."""
+0.95-0.97 at 1M; 100 gives 0.996 at 100k but 0.90 at 1M. Raise it with the table size."""
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 """pgvector's defaults, kept after measuring at 100k faces: float32 `vector` was faster than a `halfvec`
