@@ -70,7 +70,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def qdrant_store(data_dir: Path) -> Iterator[Any]:
     from facepipe.stores import QdrantStore
 
-    store = QdrantStore()
+    store = QdrantStore(path=data_dir / "qdrant")
     store.ensure_schema()
     yield store
     store.close()
@@ -81,7 +81,7 @@ def pg_store(data_dir: Path) -> Iterator[Any]:
     from facepipe.stores import PgVectorStore
     from facepipe.stores.embedded_pg import embedded_postgres
 
-    store = PgVectorStore()
+    store = PgVectorStore(embedded_dir=data_dir / "postgres")
     store.ensure_schema()
     yield store
     store.close()
@@ -119,7 +119,7 @@ def pg_writer(data: str, prefix: str, n_images: int, seed: int, start: Any, out:
 
     rng = np.random.default_rng(seed)
     batch = clustered_faces(rng, [f"{prefix}/{i}.jpg" for i in range(n_images)], 3, centers_for(rng, 4))
-    store = PgVectorStore()
+    store = PgVectorStore(embedded_dir=Path(data) / "postgres")
     start.wait(30)  # both processes hit start-up and DDL together
     try:
         store.ensure_schema()
@@ -138,7 +138,7 @@ def pg_holder(data: str, out: Any) -> None:
     from facepipe.stores import PgVectorStore
 
     rng = np.random.default_rng(7)
-    store = PgVectorStore()
+    store = PgVectorStore(embedded_dir=Path(data) / "postgres")
     store.replace_images(clustered_faces(rng, ["held/a.jpg"], 3, centers_for(rng, 2)))
     with store.connection() as conn:
         conn.execute("SELECT 1")
@@ -154,7 +154,7 @@ def pg_reader(data: str, out: Any) -> None:
     _use_data(data)
     from facepipe.stores import PgVectorStore
 
-    store = PgVectorStore()
+    store = PgVectorStore(embedded_dir=Path(data) / "postgres")
     try:
         before = store.count()
         rng = np.random.default_rng(8)
@@ -172,7 +172,7 @@ def qdrant_waiter(data: str, lock_timeout: float, out: Any) -> None:
     _use_data(data)
     from facepipe.stores import QdrantStore, StoreError
 
-    store = QdrantStore(lock_timeout=lock_timeout)
+    store = QdrantStore(path=Path(data) / "qdrant", lock_timeout=lock_timeout)
     out.put(("trying", lock_timeout, time.monotonic()))
     t0 = time.monotonic()
     try:

@@ -167,17 +167,23 @@ def test_pages_and_docs(client):
 
 _HOLD = """
 import sys, time
-from qdrant_client import QdrantClient
-client = QdrantClient(path=sys.argv[1])
+from facepipe.stores import QdrantStore
+store = QdrantStore(path=sys.argv[1], keep_open=True)
+store.count()  # opens the engine and keeps the folder until exit
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
 """
 
 
 def test_the_server_lets_go_of_embedded_qdrant_and_says_when_it_is_busy(knn, client):
-    from facepipe.stores.qdrant import _lock_is_free
+    from facepipe.stores.locks import lock_is_free
+    from facepipe.stores.qdrant_edge import LOCK_FILE
 
     folder_ = knn / "data" / "qdrant"
+
+    def _lock_is_free(folder: Path) -> bool:
+        return lock_is_free(folder / LOCK_FILE)
+
     client.app.state.store.close()  # the module's app holds it too (one client per folder per process)
     with TestClient(create_app("qdrant", library=Library.open(settings.reload()), idle_close=0.3, lock_timeout=1)) as c:
         assert c.post("/api/search", files=upload(OBAMA1)).status_code == 200

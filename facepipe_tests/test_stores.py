@@ -44,10 +44,10 @@ except ImportError:  # facepipe_tests is not a package: pytest put its folder on
         wipe,
     )
 
-from facepipe import settings
-from facepipe.library import Library
-from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError
+from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError, registry
 from facepipe.stores.embedded_pg import embedded_postgres
+from facepipe.stores.locks import lock_is_free
+from facepipe.stores.qdrant_edge import LOCK_FILE
 
 SPAWN = multiprocessing.get_context("spawn")
 FORK = multiprocessing.get_context("fork")
@@ -185,8 +185,8 @@ def test_qdrant_shared_in_process_and_threads(qdrant_store: QdrantStore, data_di
     rng = np.random.default_rng(6)
     batch = clustered_faces(rng, [f"t/{i}.jpg" for i in range(8)], 2, centers_for(rng, 3))
     qdrant_store.replace_images(batch)
-    other = QdrantStore(path=str(data_dir / "qdrant"))  # a second store on the same folder
-    with qdrant_store.client():
+    other = QdrantStore(path=data_dir / "qdrant")  # a second store on the same folder
+    with qdrant_store.session():
         assert other.count() == 16  # shares the open client instead of failing on the lock
     errors: list[BaseException] = []
 
@@ -207,23 +207,21 @@ def test_qdrant_shared_in_process_and_threads(qdrant_store: QdrantStore, data_di
 
 
 def test_qdrant_keep_open_holds_the_folder_until_close(qdrant_store: QdrantStore, data_dir: Path) -> None:
-    from facepipe.stores.qdrant import _lock_is_free
-
-    folder = data_dir / "qdrant"
-    assert _lock_is_free(folder)  # plain stores let go after each operation
-    server_like = QdrantStore(keep_open=True)
+    lock = data_dir / "qdrant" / LOCK_FILE
+    assert lock_is_free(lock)  # plain stores let go after each operation
+    server_like = QdrantStore(path=data_dir / "qdrant", keep_open=True)
     server_like.count()
-    assert not _lock_is_free(folder)
+    assert not lock_is_free(lock)
     assert qdrant_store.count() == server_like.count()  # the rest of the process shares it
     server_like.close()
-    assert _lock_is_free(folder)
+    assert lock_is_free(lock)
 
 
 def test_qdrant_forked_child_never_borrows_the_parents_lock(qdrant_store: QdrantStore, data_dir: Path) -> None:
     """A fork inherits the open client and its flock; the child must wait like any other process."""
     rng = np.random.default_rng(10)
     out = FORK.Queue()
-    with qdrant_store.client():
+    with qdrant_store.session():
         child = FORK.Process(target=qdrant_waiter, args=(str(data_dir), 0.5, out))
         child.start()
         msgs = [out.get(timeout=30), out.get(timeout=30)]
@@ -241,7 +239,7 @@ def test_qdrant_lock_between_processes(qdrant_store: QdrantStore, data_dir: Path
     rng = np.random.default_rng(9)
     qdrant_store.replace_images(clustered_faces(rng, ["lock.jpg"], 3, centers_for(rng, 2)))
     out = SPAWN.Queue()
-    with qdrant_store.client():  # this process holds the folder lock
+    with qdrant_store.session():  # this process holds the folder lock
         quick = SPAWN.Process(target=qdrant_waiter, args=(str(data_dir), 1.0, out))
         patient = SPAWN.Process(target=qdrant_waiter, args=(str(data_dir), 30.0, out))
         quick.start()
@@ -273,6 +271,7 @@ def test_pg_dsn_mode_runs_the_same_code(pg_store: PgVectorStore, data_dir: Path)
     batch = clustered_faces(rng, ["dsn1.jpg", "dsn2.jpg"], 2, centers_for(rng, 2))
     server = embedded_postgres(data_dir / "postgres")
     by_dsn = PgVectorStore(dsn=server.uri())
+    assert not by_dsn.is_local
     by_dsn.ensure_schema()
     by_dsn.replace_images(batch)
     assert pg_store.face_ids_by_image() == ids_of(batch)
@@ -296,28 +295,29 @@ def test_pg_unchanged_rows_are_not_rewritten(pg_store: PgVectorStore) -> None:
     assert versions() == before
 
 
-def test_stores_follow_facepipe_data_when_it_moves(
+def test_plain_stores_stay_where_they_were_built(
     qdrant_store: QdrantStore, pg_store: PgVectorStore, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One resource object outlives a change of FACEPIPE_DATA (tests, the CLI): it must follow, not stick."""
+    """The stores read no environment: a store built for a folder stays on it whatever FACEPIPE_DATA says."""
     wipe(qdrant_store)
     wipe(pg_store)
     rng = np.random.default_rng(12)
-    batch = clustered_faces(rng, ["moved.jpg"], 2, centers_for(rng, 1))
-    q, p = QdrantStore(), PgVectorStore()
-    assert (q.count(), p.count()) == (0, 0)
+    batch = clustered_faces(rng, ["here.jpg"], 2, centers_for(rng, 1))
     monkeypatch.setenv("FACEPIPE_DATA", str(tmp_path))
+    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("FACEPIPE_PG_DSN", "postgresql://u@127.0.0.1:1/db")
+    q, p = QdrantStore(path=data_dir / "qdrant"), PgVectorStore(embedded_dir=data_dir / "postgres")
     for s in (q, p):
-        s.replace_images(batch)  # creates the schema in the new place
-        assert s.count() == 2
-    assert embedded_postgres(tmp_path / "postgres").running()
-    monkeypatch.setenv("FACEPIPE_DATA", str(data_dir))
-    assert (q.count(), p.count(), qdrant_store.count(), pg_store.count()) == (0, 0, 0, 0)
-    # p's pool on the other server closed when it moved back: that server lost its only client
-    assert not embedded_postgres(tmp_path / "postgres").running()
+        s.replace_images(batch)
+    assert (qdrant_store.count(), pg_store.count()) == (2, 2)
+    assert not (tmp_path / "qdrant").exists() and not (tmp_path / "postgres").exists()
     q.close()
     p.close()
-    assert pg_store.count() == 0  # closing another store on the same server leaves this one working
+    assert pg_store.count() == 2  # closing another store on the same server leaves this one working
+    with pytest.raises(ValueError):
+        QdrantStore()
+    with pytest.raises(ValueError):
+        PgVectorStore()
 
 
 def test_two_processes_share_a_fresh_embedded_postgres(tmp_path: Path) -> None:
@@ -383,9 +383,8 @@ def test_killed_users_do_not_wedge_embedded_postgres(tmp_path: Path) -> None:
 
 
 def test_live_pool_survives_a_killed_embedded_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FACEPIPE_DATA", str(tmp_path))
     rng = np.random.default_rng(13)
-    store = PgVectorStore()
+    store = PgVectorStore(embedded_dir=tmp_path / "postgres")
     store.replace_images(clustered_faces(rng, ["k.jpg"], 2, centers_for(rng, 1)))
     server = embedded_postgres(tmp_path / "postgres")
     os.kill(int((tmp_path / "postgres" / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
@@ -398,7 +397,7 @@ def test_live_pool_survives_a_killed_embedded_server(tmp_path: Path, monkeypatch
 
 
 def test_reads_before_any_schema_are_empty(tmp_path: Path) -> None:
-    s = QdrantStore(path=str(tmp_path / "q"))
+    s = QdrantStore(path=tmp_path / "q")
     assert s.count() == 0
     assert s.search(np.zeros(128, np.float32)) == []
     assert s.face_ids_by_image(["x.jpg"]) == {"x.jpg": set()}
@@ -408,6 +407,7 @@ def test_reads_before_any_schema_are_empty(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facepipe.settings import Settings
 
     pg = PgVectorStore(dsn="postgresql://facepipe:hunter2@127.0.0.1:1/faces?connect_timeout=2")
     assert "hunter2" not in repr(pg) and "hunter2" not in str(pg)
@@ -428,15 +428,48 @@ def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) ->
         q.count()
     assert "hunter2" not in str(err.value)
 
-    monkeypatch.setenv("QDRANT_URL", "http://127.0.0.1:1")
-    monkeypatch.setenv("QDRANT_API_KEY", "hunter2")
-    monkeypatch.setenv("FACEPIPE_PG_DSN", "postgresql://u:hunter2@127.0.0.1:1/db")
-    library = Library.open(settings.reload())
-    qs, ps = library.store("qdrant"), library.store("pgvector")
-    assert "hunter2" not in repr(qs) + repr(ps) + repr(library.settings) + library.banner()
-    monkeypatch.delenv("QDRANT_URL")
-    monkeypatch.delenv("QDRANT_API_KEY")
-    monkeypatch.delenv("FACEPIPE_PG_DSN")
-    library = Library.open(settings.reload())
-    qs, ps = library.store("qdrant"), library.store("pgvector")
-    assert qs.is_local and qs.url is None and ps.dsn is None
+    env = {
+        "FACEPIPE_DATA": "/nonexistent",
+        "QDRANT_URL": "http://127.0.0.1:1",
+        "QDRANT_API_KEY": "hunter2",
+        "FACEPIPE_PG_DSN": "postgresql://u:hunter2@127.0.0.1:1/db",
+    }
+    settings = Settings.from_env(env)
+    qs, ps = (registry.spec(name).build(settings) for name in ("qdrant", "pgvector"))
+    assert not qs.is_local and not ps.is_local
+    assert "hunter2" not in repr(qs) + repr(ps) + str(qs) + str(ps)
+    settings = Settings.from_env({"FACEPIPE_DATA": "/nonexistent"})
+    qs, ps = (registry.spec(name).build(settings) for name in ("qdrant", "pgvector"))
+    assert qs.is_local and ps.is_local
+
+
+def test_pg_compact_leaves_no_deleted_vector_in_the_table_files(pg_store: PgVectorStore, data_dir: Path) -> None:
+    wipe(pg_store)
+    rng = np.random.default_rng(15)
+    batch = clustered_faces(rng, [f"v/{i}.jpg" for i in range(30)], 2, centers_for(rng, 3))
+    pg_store.replace_images(batch)
+    needle = batch["v/5.jpg"][0].embedding[:6].astype("<f4").tobytes()
+
+    def files_with_needle() -> list[str]:
+        with pg_store.connection() as conn:
+            conn.execute("CHECKPOINT")  # the pages reach the files
+            rels = conn.execute(
+                "SELECT pg_relation_filepath(c.oid) FROM pg_class c WHERE c.oid = 'faces'::regclass "
+                "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'faces'::regclass) "
+                "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'faces'::regclass)"
+            ).fetchall()
+        pgdata = data_dir / "postgres"
+        hits = []
+        for (rel,) in rels:
+            for path in pgdata.glob(rel + "*"):
+                if needle in path.read_bytes():
+                    hits.append(rel)
+        return hits
+
+    assert files_with_needle(), "the probe must see the vector before"
+    pg_store.delete_images(["v/5.jpg"])
+    report = pg_store.compact()
+    assert report["points"] == 58
+    assert files_with_needle() == []
+    hit = pg_store.search(batch["v/6.jpg"][1].embedding, top_k=1)[0]
+    assert hit.face_id == batch["v/6.jpg"][1].face_id

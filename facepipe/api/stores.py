@@ -72,7 +72,6 @@ def open_store(
     store = library.store(name)
     if not isinstance(store, QdrantStore):
         return store, False
-    held = QdrantStore(
-        url=store.url, api_key=store.api_key, path=store.path, keep_open=keep_open, lock_timeout=lock_timeout
-    )
+    store.close()
+    held = store.with_options(keep_open=keep_open, lock_timeout=lock_timeout)
     return held, held.is_local

@@ -121,11 +121,3 @@ def redact(text: str | None) -> str:
         return ""
     text = _URL_PASSWORD.sub(lambda m: m["head"] + ("***" if m["secret"] else ""), text)
     return _KV_PASSWORD.sub(lambda m: m["head"] + "***", text)
-
-
-def resolve(value: Any) -> Any:
-    """Fields may hold a `dagster.EnvVar` when a resource is used outside a run; read it the lazy way."""
-    get_value = getattr(value, "get_value", None)
-    if callable(get_value) and type(value).__name__ == "EnvVar":
-        return get_value() or None
-    return value

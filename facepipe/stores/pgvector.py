@@ -1,20 +1,20 @@
-"""Faces in Postgres + pgvector: a server from FACEPIPE_PG_DSN, or the embedded one under the data folder."""
+"""Faces in Postgres + pgvector: a server at `dsn`, or the embedded one in `embedded_dir` (`<data>/postgres`)."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
-from pydantic import PrivateAttr
 
 from facepipe.faces.records import Face
 from facepipe.stores.base import (
@@ -26,7 +26,6 @@ from facepipe.stores.base import (
     as_vector,
     check_batch,
     redact,
-    resolve,
     within,
 )
 from facepipe.stores.embedded_pg import EmbeddedPostgres, embedded_postgres
@@ -40,6 +39,16 @@ _COPY_TYPES = ["uuid", "text", "text", "int4", "int4", "int4", "int4", "float4",
 _MATCH_COLUMNS = 'face_id, image_key, "top", "right", "bottom", "left", person_id'
 _EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
 EF_SEARCH = 200
+"""HNSW candidates per search (>= top_k). Measured (BENCHMARKS.md "Scale"): recall@10 1.00 at 100k faces,
+0.95-0.97 at 1M; 100 gives 0.996 at 100k but 0.90 at 1M. Raise it with the table size."""
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+"""pgvector's defaults, kept after measuring at 100k faces: float32 `vector` was faster than a `halfvec`
+expression index with exact re-ranking at every ef_search, and m=24/ef_construction=128 took 3.4x the
+build for a p50 no better at recall >= 0.95."""
+MAINTENANCE_WORK_MEM = "1GB"
+"""For HNSW builds (schema creation over existing rows, VACUUM FULL): 1M faces' graph is ~1 GB; with less,
+the build spills to disk and slows down several times (the 64 MB default is too small even at 100k)."""
 
 _SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {COLLECTION} (
@@ -58,7 +67,8 @@ _SCHEMA = (
     )""",
     f"CREATE INDEX IF NOT EXISTS {COLLECTION}_image_key_idx ON {COLLECTION} (image_key)",
     f"CREATE INDEX IF NOT EXISTS {COLLECTION}_person_id_idx ON {COLLECTION} (person_id)",
-    f"CREATE INDEX IF NOT EXISTS {COLLECTION}_embedding_hnsw_idx ON {COLLECTION} USING hnsw (embedding vector_l2_ops)",
+    f"CREATE INDEX IF NOT EXISTS {COLLECTION}_embedding_hnsw_idx ON {COLLECTION} "
+    f"USING hnsw (embedding vector_l2_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})",
 )
 
 
@@ -95,49 +105,49 @@ class _PoolRef:
             self.pool.close()
 
 
-class PgVectorStore(dg.ConfigurableResource):
-    """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `paths().postgres`."""
+class PgVectorStore:
+    """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `embedded_dir`."""
 
-    dsn: str | None = None
-    embedded_dir: str | None = None  # where the embedded server lives when dsn is unset
-    pool_size: int = 4
+    def __init__(self, dsn: str | None = None, embedded_dir: Path | str | None = None, *, pool_size: int = 4) -> None:
+        if not dsn and embedded_dir is None:
+            raise ValueError(
+                "PgVectorStore needs a dsn (a Postgres server) or embedded_dir (the embedded one's folder)"
+            )
+        self._dsn = dsn or None
+        self.embedded_dir = None if self._dsn else Path(embedded_dir).expanduser().resolve()  # type: ignore[arg-type]
+        self.pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._pool_pid: int | None = None
+        self._pool_ref: _PoolRef | None = None
+        self._embedded: EmbeddedPostgres | None = None
+        self._mutex = threading.Lock()
+        self._orphans: list[Any] = []
+        self._schema_done = False
 
-    _pool: ConnectionPool | None = PrivateAttr(default=None)
-    _pool_pid: int | None = PrivateAttr(default=None)
-    _pool_ref: _PoolRef | None = PrivateAttr(default=None)
-    _pool_target: str | None = PrivateAttr(default=None)
-    _embedded: EmbeddedPostgres | None = PrivateAttr(default=None)
-    _mutex: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _orphans: list[Any] = PrivateAttr(default_factory=list)
-    _schema_for: str | None = PrivateAttr(default=None)  # the target whose schema is known to exist
+    def __repr__(self) -> str:
+        where = f"dsn={redact(self._dsn)!r}" if self._dsn else f"embedded_dir={str(self.embedded_dir)!r}"
+        return f"PgVectorStore({where})"
 
-    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
-        yield "dsn", redact(str(resolve(self.dsn))) if resolve(self.dsn) else None
+    @property
+    def is_local(self) -> bool:
+        return self._dsn is None
 
     def _where(self) -> str:
-        dsn = resolve(self.dsn)
-        return f"Postgres at {redact(dsn)}" if dsn else f"embedded Postgres in {self.embedded_dir}"
-
-    def _target(self) -> str:
-        """What the pool must point at now: the DSN, or the embedded folder under FACEPIPE_DATA as set now."""
-        return resolve(self.dsn) or str(self.embedded_dir or "postgres")
+        return f"Postgres at {redact(self._dsn)}" if self._dsn else f"embedded Postgres in {self.embedded_dir}"
 
     def _get_pool(self) -> ConnectionPool:
         with self._mutex:
-            target = self._target()
-            if self._pool is not None and self._pool_pid == os.getpid() and self._pool_target == target:
-                return self._pool
             if self._pool is not None and self._pool_pid == os.getpid():
-                self._close_pool()  # FACEPIPE_DATA or the DSN changed since
-            elif self._pool is not None:
+                return self._pool
+            if self._pool is not None:
                 # Inherited through fork: its sockets belong to the parent; closing them would cut the parent off.
                 self._orphans.append(self._pool)
                 self._pool, self._embedded = None, None
             ref = _PoolRef()
-            if resolve(self.dsn):
-                conninfo = target
+            if self._dsn:
+                conninfo = self._dsn
             else:
-                self._embedded = embedded_postgres(target)
+                self._embedded = embedded_postgres(self.embedded_dir)
                 conninfo = self._embedded.attach(ref.close)
             try:  # a direct connect first, for a real error message instead of a pool timeout
                 with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as probe:
@@ -159,7 +169,7 @@ class PgVectorStore(dg.ConfigurableResource):
                     self._embedded.detach(ref.close)
                     self._embedded = None
                 raise StoreError(f"cannot use the {self._where()}: {redact(str(err)).strip()}") from None
-            self._pool, self._pool_ref, self._pool_pid, self._pool_target = ref.pool, ref, os.getpid(), target
+            self._pool, self._pool_ref, self._pool_pid = ref.pool, ref, os.getpid()
             return ref.pool
 
     def _close_pool(self) -> None:
@@ -186,9 +196,6 @@ class PgVectorStore(dg.ConfigurableResource):
         finally:
             pool.putconn(conn)
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        self.close()
-
     def close(self) -> None:
         """Close the pool; when it was this process's last client of the embedded server, leave it too
         (the last process to leave stops it)."""
@@ -204,13 +211,13 @@ class PgVectorStore(dg.ConfigurableResource):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             # An HNSW build over existing rows needs more than the 64 MB default to stay in memory.
-            conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
             for statement in _SCHEMA:
                 conn.execute(statement)
-        self._schema_for = self._pool_target
+        self._schema_done = True
 
     def _ensure_once(self) -> None:
-        if self._schema_for != self._target():
+        if not self._schema_done:
             self.ensure_schema()
 
     # -- writes ---------------------------------------------------------------------------------------
@@ -358,3 +365,28 @@ class PgVectorStore(dg.ConfigurableResource):
             row = conn.execute(f"SELECT count(*) FROM {COLLECTION}").fetchone()
             n = int(row[0]) if row else 0
         return n
+
+    # -- maintenance ----------------------------------------------------------------------------------
+
+    def compact(self, progress: bool = False) -> dict[str, Any]:
+        """`VACUUM FULL` the table: table and indexes are rewritten into new files and the old ones unlinked,
+        so no deleted row is left in the table's files (plain autovacuum only marks the space reusable).
+        Postgres's own write-ahead log (`pg_wal`) keeps the old row images until its segments are recycled
+        after later checkpoints. Locks the table meanwhile (searches and writes wait)."""
+        started = time.perf_counter()
+        with self.connection() as conn:
+            try:
+                before = conn.execute(f"SELECT pg_total_relation_size('{COLLECTION}')").fetchone()[0]
+            except psycopg.errors.UndefinedTable:
+                return {"points": 0, "seconds": 0.0}
+            conn.execute(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
+            conn.execute(f"VACUUM (FULL, ANALYZE) {COLLECTION}")
+            conn.execute("CHECKPOINT")
+            after = conn.execute(f"SELECT pg_total_relation_size('{COLLECTION}')").fetchone()[0]
+            points = conn.execute(f"SELECT count(*) FROM {COLLECTION}").fetchone()[0]
+        return {
+            "points": int(points),
+            "bytes_before": int(before),
+            "bytes_after": int(after),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
