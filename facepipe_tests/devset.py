@@ -194,7 +194,7 @@ def build_composite(name: str, width: int, height: int, seed: int, cache: Path, 
     attempts = 0
     while placed < faces and attempts < faces * 50:
         attempts += 1
-        src_name, source, boxes = sources[rng.randrange(len(sources))]
+        _, source, boxes = sources[rng.randrange(len(sources))]
         target = rng.randrange(len(boxes))
         size = FACE_SIZES[placed % len(FACE_SIZES)]
         t, r, b, lf = boxes[target]
@@ -300,8 +300,8 @@ def build(cache: Path = CACHE) -> list[Item]:
     truth = load_imglab(SHARED_DATA / "dlib_faces" / "training.xml")
     items.append(build_sideways("dlib_faces/2007_007763.jpg", truth["2007_007763.jpg"], 1, cache))
     items.append(build_sideways("dlib_faces/2008_002079.jpg", truth["2008_002079.jpg"], 3, cache))
-    items.append(build_sideways("face_recognition/examples/two_people.jpg", PHOTO_BOXES["face_recognition/examples/two_people.jpg"], 1, cache))  # fmt: skip
-    items.append(build_sideways("cocoindex/Carter_welcomes_Reagan.jpg", PHOTO_BOXES["cocoindex/Carter_welcomes_Reagan.jpg"], 3, cache))  # fmt: skip
+    for key, turns in (("face_recognition/examples/two_people.jpg", 1), ("cocoindex/Carter_welcomes_Reagan.jpg", 3)):
+        items.append(build_sideways(key, PHOTO_BOXES[key], turns, cache))
     items += [build_face_free(name, cache) for name in FACE_FREE]
     items += [build_face_free(name, cache, 12) for name in ("coffee", "chelsea", "gravel")]
     manifest.write_text(json.dumps([asdict(i) for i in items]))
