@@ -370,6 +370,5 @@ def jpeg_bytes(image: np.ndarray) -> bytes:
 
 if __name__ == "__main__":
     for item in build():
-        print(
-            f"{item.set:10s} {item.name:28s} {item.width}x{item.height} faces={len(item.boxes)} ignore={len(item.ignore)}"
-        )
+        size = f"{item.width}x{item.height}"
+        print(f"{item.set:10s} {item.name:36s} {size:10s} faces={len(item.boxes)} ignore={len(item.ignore)}")
