@@ -129,3 +129,33 @@ def test_yunet_scores_and_boxes_are_in_range_at_the_edges():
     assert len(found) == 1
     top, right, bottom, left = found[0].box
     assert 0 <= left < right < rgb.shape[1] and 0 <= top < bottom < rgb.shape[0]
+
+
+def test_names_survive_a_change_of_detector(tmp_path):
+    """knn train/ indexed with HOG, a person named, then every photo again with YuNet: new face ids
+    (other boxes), same person ids and the name."""
+    from facepipe.people import People
+    from facepipe.stores.parquet import ParquetStore
+
+    parquet = ParquetStore(root=str(tmp_path / "parquet"))
+    people = People(tmp_path, parquet)
+    photos = sorted(p for p in (KNN / "train").rglob("*") if p.is_file())
+
+    def index(detector: str) -> dict[str, list[str | None]]:
+        settings = ExtractSettings(detect=DetectSettings(detector=detector))
+        for path in photos:
+            parquet.write(extract_faces(path.read_bytes(), f"{path.parent.name}/{path.name}", settings))
+        people.update()
+        rows = parquet.faces(["image_key", "person_id", "detector"]).to_pylist()
+        assert {r["detector"] for r in rows} == {detector}
+        return {
+            k: sorted(r["person_id"] or "-" for r in rows if r["image_key"] == k)
+            for k in {r["image_key"] for r in rows}
+        }
+
+    before = index("hog")
+    obama = before["obama/obama.jpg"][0]
+    people.name(obama, "Barack Obama")
+    after = index("yunet")
+    assert after == before
+    assert people.get(obama).name == "Barack Obama"
