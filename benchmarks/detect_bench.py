@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/detect_bench.py --only yunet hog --no-write
 
 Each detector runs in its own subprocess, one after the other, extracting faces end to end
-(decode, detect, embed) photo by photo with both cores available, on:
+(decode, detect, embed) with facepipe's worker pool (one process per core, as `facepipe index`
+without Dagster), the reference photo by photo as its example does, on:
 
 - the 17-photo extract_bench set: photos/s, faces/s, recall/precision on dlib's hand-labelled
   training.xml (4 of the photos), identity on face_recognition's photo pairs (extract_bench's
@@ -50,15 +51,16 @@ def _extractor(detector: str):
             return xb.run_reference(items)["faces"]
 
         return run
-    from facepipe.faces import ExtractSettings, extract_faces
+    from facepipe.faces import ExtractSettings
+    from facepipe.faces.batch import extract_many
     from facepipe.faces.detection import DetectSettings
 
     settings = ExtractSettings(detect=DetectSettings(detector=detector))
 
     def run(items: dict[str, Path]) -> dict[str, list[dict]]:
         out = {}
-        for key, path in items.items():
-            record = extract_faces(path.read_bytes(), key, settings)
+        for record in extract_many(list(items.items()), settings):  # one worker per core, as `facepipe index`
+            key = record.image_key
             if not record.ok:
                 raise RuntimeError(f"{key}: {record.reason}")
             out[key] = xb._faces_json([f.box for f in record.faces], [f.embedding for f in record.faces])
