@@ -382,8 +382,8 @@ def _batched_records(photos: dict[str, Path], settings, inside: dict[str, float]
     import dlib
     import numpy as np
 
-    from facepipe.faces import models
-    from facepipe.faces.detection import Detection, _to_full_size, resize, working_scale
+    from facepipe.faces import models, tiling
+    from facepipe.faces.detection import Detection, _to_full_size
     from facepipe.faces.extract import sha256_of
     from facepipe.faces.loading import encode_crop, load_rgb
     from facepipe.faces.records import Face, ImageRecord, face_id
@@ -398,8 +398,12 @@ def _batched_records(photos: dict[str, Path], settings, inside: dict[str, float]
         for key, path in items[start : start + chunk]:
             data = path.read_bytes()
             rgb = load_rgb(data, settings.max_pixels)
-            scale, upsample = working_scale(*rgb.shape[:2], settings.detect)
-            part.append((key, sha256_of(data), rgb, scale, upsample, resize(rgb, scale)))
+            band, min_face = settings.detect.band(), settings.detect.effective_min_face()
+            level = tiling.plan(*rgb.shape[:2], band, min_face, settings.detect.max_side)[0]
+            if len(level.tiles) > 1:
+                raise RuntimeError(f"{key}: the batched lever handles photos that fit one tile only")
+            scale, upsample = tiling.split_scale(level.scale, band.upsample_steps)
+            part.append((key, sha256_of(data), rgb, scale, upsample, tiling.resize(rgb, scale)))
         groups: dict[tuple, list[int]] = {}
         for i, (*_, upsample, work) in enumerate(part):
             groups.setdefault((work.shape, upsample), []).append(i)
@@ -417,7 +421,10 @@ def _batched_records(photos: dict[str, Path], settings, inside: dict[str, float]
                 _add(inside, "detect_batch (same-size groups)", started)
             for i, dets in zip(indices, batch, strict=True):
                 _, _, rgb, scale, _, _ = part[i]
-                boxes = [_to_full_size(t, r, b, left, scale, *rgb.shape[:2]) for (left, t, r, b), _ in dets]
+                boxes = [
+                    _to_full_size(t / scale, r / scale, b / scale, left / scale, *rgb.shape[:2])
+                    for (left, t, r, b), _ in dets
+                ]
                 found[i] = [Detection(box, s) for box, (_, s) in zip(boxes, dets, strict=True) if box[2] > box[0]]
         predictor, encoder = models.landmarks_5pt(), models.encoder()
         images, shapes = [], []

@@ -1,4 +1,8 @@
-"""Face detection at a working scale chosen from the photo's size, boxes mapped back to full size."""
+"""Face detection: the detectors behind one call, boxes in full-size upright pixels.
+
+Where each detector looks (working scales, tiles, padding, merging) is facepipe.faces.tiling's
+job: `min_face` pixels of the original photo are kept at every photo size.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,50 @@ from dataclasses import dataclass
 
 import dlib
 import numpy as np
-from PIL import Image
 
-from facepipe.faces import models
+from facepipe.faces import models, tiling, yunet
 from facepipe.faces.records import Box
 
 DETECTOR_WINDOW_PX = 64
 """Smallest face box (pixels) dlib's CNN and HOG detectors find at upsample 0, measured on obama.jpg."""
 
+DLIB_BAND = tiling.DetectorBand(
+    min_px=DETECTOR_WINDOW_PX, max_px=512, tile=2048, pad=0, whole_pyramid=True, upsample_steps=True
+)
+"""dlib's detectors scan their own image pyramid, so one tile finds faces of any size it holds; 2x
+levels are left to dlib (a 32 px minimum on a small photo is face_recognition's upsample=1)."""
+
+DETECTORS = ("yunet", "cnn", "hog")
+TILING_VERSION = "t1"
+"""Part of the code version: bump when plan()/search() change which faces are found."""
+
 
 @dataclass(frozen=True)
 class DetectSettings:
-    detector: str = "cnn"  # "cnn" | "hog"
-    upsample: int | None = None  # None: derive the scale from min_face; n: dlib-style 2**n upscale
-    min_face: int = 32  # smallest face (pixels of the full image) to find when upsample is None
-    max_side: int = 2560  # longest side of the working image; caps time and memory on huge photos
+    detector: str = "yunet"  # "yunet" | "cnn" | "hog"
+    upsample: int | None = None  # None: derive the scale from min_face; n: a 2**n working scale
+    min_face: int = 32  # smallest face (pixels of the full image) to find, at any photo size
+    max_side: int = 0  # > 0: cap the finest working image's longest side (speed over small faces)
+    min_score: float = yunet.DEFAULT_MIN_SCORE  # yunet only: lowest score kept (0-1)
 
     def tag(self) -> str:
-        up = "auto" if self.upsample is None else str(self.upsample)
-        return f"{self.detector}-up{up}-min{self.min_face}-max{self.max_side}"
+        size = f"min{self.min_face}" if self.upsample is None else f"up{self.upsample}"
+        cap = f"-max{self.max_side}" if self.max_side > 0 else ""
+        score = f"-s{self.min_score:g}" if self.detector == "yunet" else ""
+        return f"{self.detector}{score}-{size}{cap}-{TILING_VERSION}"
+
+    def effective_min_face(self) -> float:
+        """The min_face the working scale is derived from (an explicit upsample fixes the scale instead)."""
+        if self.upsample is None:
+            return float(self.min_face)
+        return self.band().min_px / 2**self.upsample
+
+    def band(self) -> tiling.DetectorBand:
+        if self.detector == "yunet":
+            return yunet.BAND
+        if self.detector in ("cnn", "hog"):
+            return DLIB_BAND
+        raise ValueError(f"unknown detector {self.detector!r} (expected one of {', '.join(DETECTORS)})")
 
 
 @dataclass(frozen=True)
@@ -34,62 +63,50 @@ class Detection:
     score: float | None
 
 
-def working_scale(height: int, width: int, settings: DetectSettings) -> tuple[float, int]:
-    """(downscale, dlib upsample count) so faces of `min_face` px reach the detector's window.
-
-    Upscaling is left to dlib's own pyramid (2x per step) so results match face_recognition's;
-    only photos larger than `max_side` are shrunk first.
-    """
-    if settings.upsample is not None:
-        upsample = settings.upsample
-    else:
-        upsample = max(0, math.ceil(math.log2(DETECTOR_WINDOW_PX / max(settings.min_face, 1)) - 1e-9))
-        upsample = min(upsample, 1)
-    longest = max(height, width) * 2**upsample
-    while upsample > 0 and longest > settings.max_side:
-        upsample, longest = upsample - 1, longest / 2
-    return min(1.0, settings.max_side / longest), upsample
-
-
-def resize(rgb: np.ndarray, scale: float) -> np.ndarray:
-    if math.isclose(scale, 1.0, rel_tol=1e-3):
-        return rgb
-    height, width = rgb.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-
-
 def detect(rgb: np.ndarray, settings: DetectSettings, engines: models.Engines | None = None) -> list[Detection]:
     """Faces in an upright RGB image, boxes in its own pixel coordinates."""
+    band = settings.band()
+    run = _engine(settings, engines or models.Engines())
     height, width = rgb.shape[:2]
-    scale, upsample = working_scale(height, width, settings)
-    work = resize(rgb, scale)
-    engines = engines or models.Engines()
-    if (
-        settings.detector == "cnn"
-        and engines.cnn == "onnx"
-        and (fast := models.fast_cnn(engines.threads, engines.providers)) is not None
-    ):
-        found = [(dlib.rectangle(*rect), score) for rect, score in fast.detect(work, upsample)]
-    elif settings.detector == "cnn":
-        found = [(d.rect, float(d.confidence)) for d in models.cnn_detector()(work, upsample)]
-    elif settings.detector == "hog":
-        found = [(rect, None) for rect in models.hog_detector()(work, upsample)]
-    else:
-        raise ValueError(f"unknown detector {settings.detector!r} (expected cnn or hog)")
+    rects = tiling.search(rgb, band, settings.effective_min_face(), run, settings.max_side)
     detections = []
-    for rect, score in found:
-        box = _to_full_size(rect.top(), rect.right(), rect.bottom(), rect.left(), scale, height, width)
+    for left, top, right, bottom, score in sorted(rects, key=lambda r: (r[1], r[0])):
+        box = _to_full_size(top, right, bottom, left, height, width)
         if box[2] > box[0] and box[1] > box[3]:
             detections.append(Detection(box, score))
     return detections
 
 
-def _to_full_size(top: int, right: int, bottom: int, left: int, scale: float, height: int, width: int) -> Box:
-    """Undo the working scale and clip to the image (dlib boxes may overhang the border)."""
+def _engine(settings: DetectSettings, engines: models.Engines):
+    """run(image, upsample) -> [(left, top, right, bottom, score)] in the image's pixels."""
+    if settings.detector == "yunet":
+        return lambda image, upsample: yunet.detect(image, settings.min_score)
+    if (
+        settings.detector == "cnn"
+        and engines.cnn == "onnx"
+        and (fast := models.fast_cnn(engines.threads, engines.providers)) is not None
+    ):
+        return lambda image, upsample: [
+            (*_rect(dlib.rectangle(*rect)), score) for rect, score in fast.detect(image, upsample)
+        ]
+    if settings.detector == "cnn":
+        return lambda image, upsample: [
+            (*_rect(d.rect), float(d.confidence)) for d in models.cnn_detector()(image, upsample)
+        ]
+    if settings.detector == "hog":
+        return lambda image, upsample: [(*_rect(r), None) for r in models.hog_detector()(image, upsample)]
+    raise ValueError(f"unknown detector {settings.detector!r} (expected one of {', '.join(DETECTORS)})")
+
+
+def _rect(rect: dlib.rectangle) -> tuple[int, int, int, int]:
+    return rect.left(), rect.top(), rect.right(), rect.bottom()
+
+
+def _to_full_size(top: float, right: float, bottom: float, left: float, height: int, width: int) -> Box:
+    """Round and clip to the image (boxes may overhang the border)."""
     return (
-        max(0, round(top / scale)),
-        min(width - 1, round(right / scale)),
-        min(height - 1, round(bottom / scale)),
-        max(0, round(left / scale)),
+        max(0, math.floor(top + 0.5)),
+        min(width - 1, math.floor(right + 0.5)),
+        min(height - 1, math.floor(bottom + 0.5)),
+        max(0, math.floor(left + 0.5)),
     )

@@ -40,6 +40,7 @@ class ExtractSettings:
                 upsample=None if upsample in ("", "auto") else int(upsample),
                 min_face=int(env.get("FACEPIPE_MIN_FACE") or defaults.min_face),
                 max_side=int(env.get("FACEPIPE_MAX_SIDE") or defaults.max_side),
+                min_score=float(env.get("FACEPIPE_MIN_SCORE") or defaults.min_score),
             ),
             max_pixels=int(env.get("FACEPIPE_MAX_PIXELS") or DEFAULT_MAX_PIXELS),
             engines=Engines(
