@@ -97,12 +97,35 @@ def as_matrix(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     return np.stack([as_vector(e) for e in embeddings]) if len(embeddings) else np.empty((0, DIM), np.float32)
 
 
-def check_batch(faces_by_image: Mapping[str, Sequence[Face]]) -> None:
-    """A face filed under another image would be deleted by the next replace of its own image."""
+def batch_faces(faces_by_image: Mapping[str, Sequence[Face]]) -> list[Face]:
+    """Every face of a replace batch, checked: a face filed under another image would be deleted by the
+    next replace of its own image."""
     for key, faces in faces_by_image.items():
         for face in faces:
             if face.image_key != key:
                 raise ValueError(f"face {face.face_id} has image_key {face.image_key!r}, filed under {key!r}")
+    return [face for faces in faces_by_image.values() for face in faces]
+
+
+class StoreBase:
+    """What every vector store shares: one search is a batch of one; the schema is made once per client."""
+
+    _schema_done = False
+
+    def ensure_schema(self) -> None:
+        raise NotImplementedError
+
+    def search_many(
+        self, embeddings: Sequence[np.ndarray] | np.ndarray, top_k: int = 10, max_distance: float | None = None
+    ) -> list[list[Match]]:
+        raise NotImplementedError
+
+    def search(self, embedding: np.ndarray, top_k: int = 10, max_distance: float | None = None) -> list[Match]:
+        return self.search_many([embedding], top_k, max_distance)[0]
+
+    def _ensure_once(self) -> None:
+        if not self._schema_done:
+            self.ensure_schema()
 
 
 def within(matches: list[Match], max_distance: float | None) -> list[Match]:

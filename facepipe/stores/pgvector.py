@@ -21,10 +21,11 @@ from facepipe.stores.base import (
     COLLECTION,
     DIM,
     Match,
+    StoreBase,
     StoreError,
     as_matrix,
     as_vector,
-    check_batch,
+    batch_faces,
     redact,
     within,
 )
@@ -105,7 +106,7 @@ class _PoolRef:
             self.pool.close()
 
 
-class PgVectorStore:
+class PgVectorStore(StoreBase):
     """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `embedded_dir`."""
 
     def __init__(self, dsn: str | None = None, embedded_dir: Path | str | None = None, *, pool_size: int = 4) -> None:
@@ -216,18 +217,13 @@ class PgVectorStore:
                 conn.execute(statement)
         self._schema_done = True
 
-    def _ensure_once(self) -> None:
-        if not self._schema_done:
-            self.ensure_schema()
-
     # -- writes ---------------------------------------------------------------------------------------
 
     def replace_images(self, faces_by_image: Mapping[str, Sequence[Face]]) -> None:
         """Upsert all new faces first, then delete each image's other faces, in one transaction."""
         if not faces_by_image:
             return
-        check_batch(faces_by_image)
-        faces = sorted((f for fs in faces_by_image.values() for f in fs), key=lambda f: f.face_id)
+        faces = sorted(batch_faces(faces_by_image), key=lambda f: f.face_id)
         keys = list(faces_by_image)
         self._ensure_once()
         with self.connection() as conn, conn.transaction():
@@ -293,9 +289,6 @@ class PgVectorStore:
             )
 
     # -- reads ----------------------------------------------------------------------------------------
-
-    def search(self, embedding: np.ndarray, top_k: int = 10, max_distance: float | None = None) -> list[Match]:
-        return self.search_many([embedding], top_k, max_distance)[0]
 
     def search_many(
         self, embeddings: Sequence[np.ndarray] | np.ndarray, top_k: int = 10, max_distance: float | None = None

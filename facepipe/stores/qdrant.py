@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from facepipe.faces.records import Face
-from facepipe.stores.base import Match
+from facepipe.stores.base import Match, StoreBase
 from facepipe.stores.qdrant_edge import EdgeQdrantStore
 from facepipe.stores.qdrant_server import ServerQdrantStore
 
 
-class QdrantStore:
+class QdrantStore(StoreBase):
     """Collection `faces` (128-d, Euclid). `url` unset: the embedded engine in `path`.
 
     `keep_open` (embedded only): keep the engine and the folder lock between operations until `close()`,
@@ -86,9 +86,6 @@ class QdrantStore:
 
     def delete_faces(self, face_ids: Iterable[str]) -> None:
         self.engine.delete_faces(face_ids)
-
-    def search(self, embedding: np.ndarray, top_k: int = 10, max_distance: float | None = None) -> list[Match]:
-        return self.engine.search(embedding, top_k, max_distance)
 
     def search_many(
         self, embeddings: Sequence[np.ndarray] | np.ndarray, top_k: int = 10, max_distance: float | None = None

@@ -49,10 +49,11 @@ from facepipe.stores.base import (
     COLLECTION,
     DIM,
     Match,
+    StoreBase,
     StoreError,
     as_matrix,
     as_vector,
-    check_batch,
+    batch_faces,
     payload_of,
     within,
 )
@@ -135,7 +136,7 @@ def _close(engine: _Engine) -> None:
     engine.close()
 
 
-class EdgeQdrantStore:
+class EdgeQdrantStore(StoreBase):
     """Collection `faces` in the in-process engine under `path`; one process at a time (see the module)."""
 
     def __init__(self, path: Path | str, *, lock_timeout: float = 60.0, keep_open: bool = False) -> None:
@@ -192,8 +193,7 @@ class EdgeQdrantStore:
         """Upsert every new point first, then delete each image's other points."""
         if not faces_by_image:
             return
-        check_batch(faces_by_image)
-        faces = [f for fs in faces_by_image.values() for f in fs]
+        faces = batch_faces(faces_by_image)
         new_ids = {f.face_id for f in faces}
         with self.session() as engine:
             shard = engine.shard or engine.create()
@@ -254,9 +254,6 @@ class EdgeQdrantStore:
             shard.flush()
 
     # -- reads ----------------------------------------------------------------------------------------
-
-    def search(self, embedding: np.ndarray, top_k: int = 10, max_distance: float | None = None) -> list[Match]:
-        return self.search_many([embedding], top_k, max_distance)[0]
 
     def search_many(
         self, embeddings: Sequence[np.ndarray] | np.ndarray, top_k: int = 10, max_distance: float | None = None

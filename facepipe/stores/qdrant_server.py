@@ -22,10 +22,11 @@ from facepipe.stores.base import (
     COLLECTION,
     DIM,
     Match,
+    StoreBase,
     StoreError,
     as_matrix,
     as_vector,
-    check_batch,
+    batch_faces,
     payload_of,
     redact,
     within,
@@ -51,7 +52,7 @@ def _missing(err: Exception) -> bool:
 # -- the resource ------------------------------------------------------------------------------------
 
 
-class ServerQdrantStore:
+class ServerQdrantStore(StoreBase):
     """Collection `faces` (128-d, Euclid) on the Qdrant server at `url`; many processes may share it."""
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
@@ -143,18 +144,13 @@ class ServerQdrantStore:
                 c.create_payload_index(COLLECTION, field, models.PayloadSchemaType.KEYWORD, wait=True)
         self._schema_done = True
 
-    def _ensure_once(self) -> None:
-        if not self._schema_done:
-            self.ensure_schema()
-
     # -- writes ---------------------------------------------------------------------------------------
 
     def replace_images(self, faces_by_image: Mapping[str, Sequence[Face]]) -> None:
         """Upsert every new point first, then delete each image's other points."""
         if not faces_by_image:
             return
-        check_batch(faces_by_image)
-        faces = [f for fs in faces_by_image.values() for f in fs]
+        faces = batch_faces(faces_by_image)
         new_ids = {f.face_id for f in faces}
         self._ensure_once()
         with self._errors(), self.client() as c:
@@ -214,9 +210,6 @@ class ServerQdrantStore:
                 c.batch_update_points(COLLECTION, ops[start : start + UPSERT_BATCH], wait=True)
 
     # -- reads ----------------------------------------------------------------------------------------
-
-    def search(self, embedding: np.ndarray, top_k: int = 10, max_distance: float | None = None) -> list[Match]:
-        return self.search_many([embedding], top_k, max_distance)[0]
 
     def search_many(
         self, embeddings: Sequence[np.ndarray] | np.ndarray, top_k: int = 10, max_distance: float | None = None
