@@ -301,10 +301,10 @@ def run_reference(photos: dict[str, Path]) -> dict:
 
 
 def run_core(photos: dict[str, Path], workers: int, variant: str) -> dict:
+    from facepipe import settings as facepipe_settings
     from facepipe.faces.batch import extract_many
-    from facepipe.faces.extract import ExtractSettings
 
-    settings = ExtractSettings.from_env()
+    settings = facepipe_settings.current().extract
     out: dict = {"faces": {}, "seconds": {}, "model_version": settings.model_version, "inside": {}}
     if variant == "extract":
         records = extract_many(list(photos.items()), settings, workers or None)
