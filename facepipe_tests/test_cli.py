@@ -101,3 +101,13 @@ def test_readme_analytics_one_liners(env, capsys, engine):
     out = subprocess.run([sys.executable, "-c", code], cwd=env.root, capture_output=True, text=True, check=True).stdout
     assert "obama.jpg" in out and "two_people.jpg" in out
     assert "│ 2" in out.replace("┆", "│") or "2 │" in out
+
+
+def test_link_loops_and_dangling_links_are_skipped_not_fatal(env, capsys):
+    env.add(FR / "tests/test_images/obama.jpg")
+    (env.images / "loop1.jpg").symlink_to(env.images / "loop2.jpg")
+    (env.images / "loop2.jpg").symlink_to(env.images / "loop1.jpg")
+    (env.images / "dangling.jpg").symlink_to(env.images / "gone.jpg")
+    report = index_json(capsys)
+    assert (report["images"], report["processed"], report["errors"]) == (1, 1, [])
+    assert index_json(capsys)["processed"] == 0  # and the next run is not wedged either
