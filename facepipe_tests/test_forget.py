@@ -84,3 +84,20 @@ def test_forget_a_person_erases_their_faces_only(env, capsys):
 
     assert main(["forget", "--person", "p999"]) == 2
     assert "no person 'p999'" in capsys.readouterr().err
+
+
+def test_compact_rewrites_every_store_after_forget(env, capsys):
+    env.add(KNN / "train/obama/obama.jpg", "a.jpg")
+    env.add(KNN / "train/biden/biden.jpg", "b.jpg")
+    assert main(["index", "--quiet"]) == 0
+    vector = env.parquet.faces(["embedding"]).column("embedding").to_pylist()[0]
+    assert main(["forget", "a.jpg", "b.jpg"]) == 0
+    capsys.readouterr()
+    assert main(["compact", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "qdrant: compacted" in out and "pgvector: compacted" in out
+    import numpy as np
+
+    needle = np.asarray(vector, dtype=np.float32).tobytes()
+    leftovers = [p for p in (env.data / "qdrant").rglob("*") if p.is_file() and needle in p.read_bytes()]
+    assert leftovers == [], "a forgotten face's vector is still in the embedded Qdrant's files"
