@@ -187,18 +187,23 @@ def merge(rects: Sequence[Rect], min_iou: float = 0.4) -> list[Rect]:
     return kept
 
 
-def _iou(a: Rect, b: Rect) -> float:
+def _area(r: Rect) -> float:
+    return (r[2] - r[0]) * (r[3] - r[1])
+
+
+def _intersection(a: Rect, b: Rect) -> float:
     left, top, right, bottom = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, right - left) * max(0.0, bottom - top)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return max(0.0, right - left) * max(0.0, bottom - top)
+
+
+def _iou(a: Rect, b: Rect) -> float:
+    inter = _intersection(a, b)
+    union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
 def _inside(a: Rect, b: Rect, share: float = 0.8) -> bool:
     """A box mostly inside another of similar size is the same face seen twice (e.g. by two levels)."""
-    left, top, right, bottom = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, right - left) * max(0.0, bottom - top)
-    area_a = (a[2] - a[0]) * (a[3] - a[1])
-    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    area_a, area_b = _area(a), _area(b)
     small = min(area_a, area_b)
-    return small > 0 and inter / small >= share and small / max(area_a, area_b) >= 0.25
+    return small > 0 and _intersection(a, b) / small >= share and small / max(area_a, area_b) >= 0.25
