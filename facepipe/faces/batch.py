@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -42,7 +43,16 @@ def extract_file(key: str, path: Path | Exception, settings: ExtractSettings) ->
         return _error(key, settings, "file not found (deleted after it was scheduled?)")
     except (OSError, ValueError) as exc:
         return _error(key, settings, f"cannot read file: {exc}")
-    return extract_faces(data, key, settings)
+    record = extract_faces(data, key, settings)
+    record.metadata = replace(record.metadata, mtime=_mtime(path))
+    return record
+
+
+def _mtime(path: Path) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return None
 
 
 def _error(key: str, settings: ExtractSettings, reason: str) -> ImageRecord:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from facepipe.faces.detection import DetectSettings, detect
 from facepipe.faces.embedding import embed
 from facepipe.faces.loading import DEFAULT_MAX_PIXELS, ImageLoadError, encode_crop, load_rgb
+from facepipe.faces.metadata import read_metadata
 from facepipe.faces.models import Engines
 from facepipe.faces.onnx_session import CPU
 from facepipe.faces.records import Face, ImageRecord, face_id
@@ -68,6 +69,7 @@ def extract_faces(data: bytes, image_key: str, settings: ExtractSettings | None 
         status="ok",
         detector=settings.detect.detector,
         model_version=settings.model_version,
+        metadata=read_metadata(data),
     )
     try:
         rgb = load_rgb(data, settings.max_pixels)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from facepipe.faces.metadata import PhotoMetadata
+
 # Fixed namespace so face ids are reproducible across machines and re-runs.
 FACE_NAMESPACE = uuid.UUID("6f1c2a3e-52d4-4f0b-9a57-3c1d7e0f9b21")
 
@@ -59,6 +61,7 @@ class ImageRecord:
     model_version: str | None = None
     seconds: float = 0.0
     faces: list[Face] = field(default_factory=list)
+    metadata: PhotoMetadata = field(default_factory=PhotoMetadata)  # EXIF date, camera, GPS, file size
 
     @property
     def face_count(self) -> int:

@@ -54,7 +54,28 @@ IMAGE_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("seconds", pa.float32()),
         ("processed_at", pa.timestamp("us", tz="UTC")),
+        # Photo metadata for analytics (null where the photo has none, and in files written before them).
+        ("taken_at", pa.timestamp("us")),  # EXIF DateTimeOriginal: the camera's wall-clock time
+        ("taken_at_offset", pa.string()),  # its UTC offset (OffsetTimeOriginal), e.g. "+02:00"
+        ("camera_make", pa.string()),
+        ("camera_model", pa.string()),
+        ("gps_lat", pa.float64()),
+        ("gps_lon", pa.float64()),
+        ("file_size", pa.int64()),
+        ("mtime", pa.timestamp("us", tz="UTC")),
     ]
+)
+
+
+METADATA_COLUMNS = (
+    "taken_at",
+    "taken_at_offset",
+    "camera_make",
+    "camera_model",
+    "gps_lat",
+    "gps_lon",
+    "file_size",
+    "mtime",
 )
 
 
@@ -86,6 +107,7 @@ def image_table(record: ImageRecord) -> pa.Table:
         "model_version": record.model_version,
         "seconds": record.seconds,
         "processed_at": datetime.now(UTC),
+        **{name: getattr(record.metadata, name) for name in METADATA_COLUMNS},
     }
     return pa.Table.from_pylist([row], schema=IMAGE_SCHEMA)
 
