@@ -109,6 +109,10 @@ def _summary(report, library: Library) -> str:
 
 def _read_query(path: str) -> bytes:
     file = Path(path)
+    if file.is_dir():
+        raise UsageError(
+            f"{path} is a folder: give one photo to search with (`facepipe index {path}` indexes a folder)"
+        )
     if not file.is_file():
         raise UsageError(f"{path}: no such file")
     return file.read_bytes()
@@ -132,12 +136,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _query_photo(args) as (library, photo):
         store, extract = library.store(args.store), library.settings.extract
         results = query.search(photo, store, args.top_k, args.max_distance, extract)
-        if args.json:
-            print(json.dumps([[_match_json(m) for m in r.matches] for r in results]))
-            return 0
-        if not results:
-            print(f"No face found in {args.image}.")
         names = library.people.names()
+    if not results:
+        print(query.no_face_found(args.image), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps([[_match_json(m, names, r.box) for m in r.matches] for r in results]))
+        return 0
     for n, r in enumerate(results, 1):
         print(f"face {n} at (top, right, bottom, left) {r.box}:")
         for m in r.matches:
@@ -154,20 +158,41 @@ def _who(person_id: str, names: dict) -> str:
     return f"{pid} ({name})" if name else pid
 
 
-def _match_json(m) -> dict:
-    return {"image_key": m.image_key, "face_id": m.face_id, "box": list(m.box), "distance": round(m.distance, 6)}
+def _match_json(m, names: dict, query_box) -> dict:
+    """The DESIGN's match fields plus what the HTTP API adds: the person (as it now is) and the query face's box."""
+    pid, name = names.get(m.person_id, (m.person_id, None)) if m.person_id else (None, None)
+    return {
+        "image_key": m.image_key,
+        "face_id": m.face_id,
+        "box": list(m.box),
+        "distance": round(m.distance, 6),
+        "person_id": pid,
+        "name": name,
+        "query_box": [int(v) for v in query_box],
+    }
 
 
 def cmd_person(args: argparse.Namespace) -> int:
     from facepipe import query
 
     with _query_photo(args) as (library, photo):
-        store, extract = library.store(args.store), library.settings.extract
-        person_id, photos = query.person(photo, store, library.parquet, args.max_distance, extract)
-        if args.json:
-            print(json.dumps([{"image_key": p.image_key, "distance": round(p.distance, 6)} for p in photos]))
-            return 0
-        who = f"person {_who(person_id, library.people.names())}" if person_id else "this face (in no person cluster)"
+        faces = query.faces_in(photo, library.settings.extract)
+        if not faces:
+            print(query.no_face_found(args.image), file=sys.stderr if args.json else sys.stdout)
+            person_id, photos = None, []
+        else:
+            store = library.store(args.store)
+            person_id, photos = query.person_of_face(faces[0], store, library.parquet, args.max_distance)
+        pid, name = library.people.names().get(person_id, (person_id, None)) if person_id else (None, None)
+    if args.json:
+        doc = [
+            {"image_key": p.image_key, "distance": round(p.distance, 6), "person_id": pid, "name": name} for p in photos
+        ]
+        print(json.dumps(doc))
+        return 0
+    if not faces:
+        return 0
+    who = f"person {pid} ({name})" if name else f"person {pid}" if pid else "this face (in no person cluster)"
     print(f"{len(photos)} photos of {who}:")
     for p in photos:
         print(f"  {p.distance:.3f}  {p.image_key}")
@@ -177,6 +202,8 @@ def cmd_person(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from facepipe import query
 
+    if args.list:
+        return _status_list(args)
     with _library() as library:
         doc = query.status(library.parquet, library.stores())
     if args.json:
@@ -191,6 +218,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for err in doc["errors"]:
         print(f"  error: {err['image_key']}: {err['reason']}")
+    return 0
+
+
+def _status_list(args: argparse.Namespace) -> int:
+    """`status --list images|errors`: the keys themselves, one a line (or a JSON list), from the Parquet alone."""
+    library = _library()
+    rows = library.parquet.images(["image_key", "status", "reason"]).sort_by("image_key").to_pylist()
+    if args.list == "errors":
+        errors = [{"image_key": r["image_key"], "reason": r["reason"]} for r in rows if r["status"] != "ok"]
+        print(json.dumps(errors) if args.json else "\n".join(f"{e['image_key']}: {e['reason']}" for e in errors))
+    else:
+        keys = [r["image_key"] for r in rows]
+        print(json.dumps(keys) if args.json else "\n".join(keys))
     return 0
 
 
@@ -224,9 +264,13 @@ def cmd_people(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from facepipe.api import serve
+    from facepipe.api.app import PortInUse, serve
 
-    serve(_library(), host=args.host, port=args.port, store=args.store)
+    try:
+        serve(_library(), host=args.host, port=args.port, store=args.store)
+    except PortInUse as exc:
+        print(f"facepipe: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -241,8 +285,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.person and args.image_keys:
         raise UsageError("give either IMAGE_KEY... or --person PERSON_ID, not both")
     if not args.person and not args.image_keys:
-        raise UsageError("name the photos to forget (their image keys, as `facepipe status` shows them)")
+        raise UsageError("name the photos to forget (their image keys, as `facepipe status --list images` shows them)")
     try:  # unknown keys or persons: the user's input
+        if args.dry_run:
+            return _forget_dry_run(library, args)
         with library:
             if args.person:
                 faces = forget.forget_person(library, args.person)
@@ -255,6 +301,25 @@ def cmd_forget(args: argparse.Namespace) -> int:
         raise UsageError(str(exc).strip("'\"")) from None
     _drop_partitions(library, erased)
     print(f"Forgot {len(erased)} photos; they stay out of the index until `facepipe forget --undo KEY`.")
+    return 0
+
+
+def _forget_dry_run(library: Library, args: argparse.Namespace) -> int:
+    """What `forget` would erase, and nothing erased."""
+    from facepipe import forget
+
+    if args.person:
+        person_id, faces = forget.faces_of_person(library, args.person)
+        photos = sorted(set(faces.values()))
+        print(f"Would forget person {person_id}: {len(faces)} faces in {len(photos)} photos (the photos stay):")
+        for key in photos:
+            print(f"  {key}")
+    else:
+        photos = forget.photos_to_forget(library, args.image_keys)
+        print(f"Would forget {len(photos)} photos:")
+        for key, faces in photos.items():
+            print(f"  {key}  ({faces} faces)")
+    print("Nothing was erased (--dry-run).")
     return 0
 
 
@@ -293,15 +358,61 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default in its help, except where there is none to show (None, an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or isinstance(action, argparse._VersionAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _at_least_one(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535 (got {value})")
+    return value
+
+
+def _distance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"a distance is 0 or more (got {text})")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facepipe", description=__doc__)
+    from facepipe import __version__
+
+    parser = argparse.ArgumentParser(prog="facepipe", description=__doc__, formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"facepipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    index = sub.add_parser("index", help="process every new, changed or deleted image once, in-process")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+
+    index = command("index", "process every new, changed or deleted image once, in-process")
     index.add_argument(
         "folder",
         nargs="?",
-        help="images folder (default: the one the library recorded, else $FACEPIPE_IMAGES or data/images)",
+        help="images folder; when omitted, the one the library recorded, else $FACEPIPE_IMAGES or data/images",
     )
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
     index.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -322,56 +433,64 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(func=cmd_index)
 
     stores = registry.names()
-    search = sub.add_parser("search", help="faces most similar to each face in IMAGE")
-    search.add_argument("image")
-    search.add_argument("--top-k", type=int, default=10)
-    search.add_argument("--store", choices=stores, default=stores[0])
-    search.add_argument("--max-distance", type=float, default=None)
-    search.add_argument("--json", action="store_true")
+    store_help = "vector store to ask"
+    json_help = "print one JSON document on stdout"
+    search = command("search", "faces most similar to each face in IMAGE")
+    search.add_argument("image", help="the photo to search with")
+    search.add_argument("--top-k", type=_at_least_one, default=10, help="matches per query face")
+    search.add_argument("--store", choices=stores, default=stores[0], help=store_help)
+    search.add_argument(
+        "--max-distance", type=_distance, default=None, help="drop matches farther than this (when omitted: none)"
+    )
+    search.add_argument("--json", action="store_true", help=json_help)
     search.set_defaults(func=cmd_search)
 
-    person = sub.add_parser("person", help="images that contain the person in IMAGE (its largest face)")
-    person.add_argument("image")
-    person.add_argument("--store", choices=stores, default=stores[0])
-    person.add_argument("--max-distance", type=float, default=0.6)
-    person.add_argument("--json", action="store_true")
+    person = command("person", "images that contain the person in IMAGE (its largest face)")
+    person.add_argument("image", help="a photo of the person")
+    person.add_argument("--store", choices=stores, default=stores[0], help=store_help)
+    person.add_argument("--max-distance", type=_distance, default=0.6, help="farthest face still counted as them")
+    person.add_argument("--json", action="store_true", help=json_help)
     person.set_defaults(func=cmd_person)
 
-    status = sub.add_parser("status", help="images, faces, errors, per store")
-    status.add_argument("--json", action="store_true")
+    status = command("status", "images, faces, errors, per store")
+    status.add_argument("--json", action="store_true", help=json_help)
+    status.add_argument(
+        "--list", choices=["images", "errors"], default=None, help="print these image keys instead, one a line"
+    )
     status.set_defaults(func=cmd_status)
 
-    people = sub.add_parser("people", help="the person clusters, with counts; name or merge persons")
-    people.add_argument("--json", action="store_true")
+    people = command("people", "the person clusters, with counts; name or merge persons")
+    people.add_argument("--json", action="store_true", help=json_help)
     people.set_defaults(func=cmd_people)
     actions = people.add_subparsers(dest="action")
-    name = actions.add_parser("name", help="name a person (an empty NAME removes the name)")
-    name.add_argument("person_id")
-    name.add_argument("name")
-    merge = actions.add_parser("merge", help="fold person B into person A (kept across re-clustering)")
-    merge.add_argument("keep", metavar="A")
-    merge.add_argument("fold", metavar="B")
+    name = actions.add_parser("name", help="name a person (an empty NAME removes the name)", formatter_class=_Help)
+    name.add_argument("person_id", help="the person, as `facepipe people` lists them")
+    name.add_argument("name", help="the new name")
+    merge = actions.add_parser(
+        "merge", help="fold person B into person A (kept across re-clustering)", formatter_class=_Help
+    )
+    merge.add_argument("keep", metavar="A", help="the person kept")
+    merge.add_argument("fold", metavar="B", help="the person folded into A")
 
-    serve = sub.add_parser("serve", help="HTTP API and search page")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    serve.add_argument("--store", choices=stores, default=stores[0])
+    serve = command("serve", "HTTP API and search page")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port to listen on")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
+    serve.add_argument("--store", choices=stores, default=stores[0], help=store_help)
     serve.set_defaults(func=cmd_serve)
 
-    forget = sub.add_parser("forget", help="erase photos, or a person, from everything facepipe keeps")
-    forget.add_argument("image_keys", nargs="*", metavar="IMAGE_KEY")
+    forget = command("forget", "erase photos, or a person, from everything facepipe keeps")
+    forget.add_argument("image_keys", nargs="*", metavar="IMAGE_KEY", help="the photos to erase")
     forget.add_argument("--person", metavar="PERSON_ID", help="erase every face of this person instead")
     forget.add_argument("--undo", action="store_true", help="let forgotten photos be indexed again")
+    forget.add_argument("--dry-run", action="store_true", help="list what would be erased, erase nothing")
     forget.set_defaults(func=cmd_forget)
 
-    compact = sub.add_parser(
-        "compact", help="rewrite the stores' files now, so no byte of a forgotten face remains in them"
-    )
+    compact = command("compact", "rewrite the stores' files now, so no byte of a forgotten face remains in them")
     compact.add_argument("--quiet", action="store_true", help="no progress bar")
     compact.set_defaults(func=cmd_compact)
 
-    ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this project")
-    ui.add_argument("--port", type=int, default=3000)
+    ui = command("ui", "open the Dagster UI (dagster dev) on this project")
+    ui.add_argument("--port", type=_port, default=3000, help="TCP port of the UI")
     ui.set_defaults(func=cmd_ui)
     return parser
 

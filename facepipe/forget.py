@@ -49,21 +49,32 @@ def _recluster(library: Library) -> None:
     library.people.update(stores=list(library.stores().values()))
 
 
-def forget_photos(library: Library, keys: Sequence[str]) -> list[str]:
-    """Erase photos everywhere and keep them out of the index until `remember_photos`.
+def photos_to_forget(library: Library, keys: Sequence[str]) -> dict[str, int]:
+    """What `forget_photos(keys)` would erase: each photo with its number of faces (a dry run).
 
     Raises KeyError naming the keys the library does not know."""
     known = set(library.manifest.keys()) | library.parquet.image_keys()
     unknown = [k for k in keys if k not in known]
     if unknown:
-        raise KeyError(f"unknown image key(s): {', '.join(unknown)} (see `facepipe status` or the Parquet)")
+        raise KeyError(f"unknown image key(s): {', '.join(unknown)} (see `facepipe status --list images`)")
+    faces = library.parquet.face_ids_by_image(keys)
+    return {key: len(faces.get(key, ())) for key in keys}
+
+
+def forget_photos(library: Library, keys: Sequence[str]) -> list[str]:
+    """Erase photos everywhere and keep them out of the index until `remember_photos`.
+
+    Raises KeyError naming the keys the library does not know."""
+    photos_to_forget(library, keys)
     erase_images(library, keys, keep_out=True)
     _recluster(library)
     return list(keys)
 
 
-def forget_person(library: Library, person_id: str) -> int:
-    """Erase every face of one person (their photos stay, minus them) and the person itself."""
+def faces_of_person(library: Library, person_id: str) -> tuple[str, dict[str, str]]:
+    """(the person's current id, {face_id: image_key} of their faces): what `forget_person` erases.
+
+    Raises KeyError for a person the library does not know or who has no face."""
     import pyarrow.compute as pc
 
     from facepipe.people import PeopleError
@@ -72,11 +83,18 @@ def forget_person(library: Library, person_id: str) -> int:
         person_id = library.people.canonical(person_id)
     except PeopleError as exc:
         raise KeyError(str(exc)) from None
-    table = library.parquet.faces(["face_id", "person_id"])
-    ids = table.filter(pc.equal(table.column("person_id"), person_id)).column("face_id").to_pylist()
-    if not ids:
+    table = library.parquet.faces(["face_id", "image_key", "person_id"])
+    table = table.filter(pc.equal(table.column("person_id"), person_id))
+    faces = dict(zip(table.column("face_id").to_pylist(), table.column("image_key").to_pylist(), strict=True))
+    if not faces:
         raise KeyError(f"unknown person {person_id!r} (see `facepipe people`)")
-    erased = erase_faces(library, ids)
+    return person_id, faces
+
+
+def forget_person(library: Library, person_id: str) -> int:
+    """Erase every face of one person (their photos stay, minus them) and the person itself."""
+    person_id, faces = faces_of_person(library, person_id)
+    erased = erase_faces(library, list(faces))
     library.people.forget(person_id)
     _recluster(library)
     return erased

@@ -21,6 +21,11 @@ SAME_PERSON = 0.6
 """dlib's documented threshold: the same person is usually closer than this (Euclidean)."""
 
 
+def no_face_found(photo: str) -> str:
+    """The one wording for a query photo without a face (CLI commands and the page say the same)."""
+    return f"No face found in {photo}."
+
+
 class QueryImageError(ValueError):
     """The query photo could not be read: the caller's input is at fault (CLI exit 2, HTTP 400)."""
 
@@ -75,14 +80,21 @@ def person(
     faces = faces_in(data, settings)
     if not faces:
         return None, []
-    matches = store.search(faces[0].embedding, top_k=candidates, max_distance=max_distance)
+    return person_of_face(faces[0], store, parquet, max_distance, candidates)
+
+
+def person_of_face(
+    face: Face, store: FaceStore, parquet: ParquetStore, max_distance: float = SAME_PERSON, candidates: int = 1000
+) -> tuple[str | None, list[PersonPhoto]]:
+    """`person` for a face already extracted (so a caller can tell "no face" from "no match")."""
+    matches = store.search(face.embedding, top_k=candidates, max_distance=max_distance)
     best: dict[str, float] = {}
     for match in matches:
         best[match.image_key] = min(best.get(match.image_key, match.distance), match.distance)
     person_id = matches[0].person_id if matches else None
     if person_id:
         for key in store.images_of_person(person_id):
-            best.setdefault(key, nearest_in_image(parquet, key, faces[0]))
+            best.setdefault(key, nearest_in_image(parquet, key, face))
     photos = sorted((PersonPhoto(k, d) for k, d in best.items()), key=lambda p: (p.distance, p.image_key))
     return person_id, photos
 
@@ -112,4 +124,14 @@ def status(parquet: ParquetStore, stores: Mapping[str, FaceStore]) -> dict:
     return doc
 
 
-__all__ = ["SAME_PERSON", "ImageLoadError", "QueryFace", "QueryImageError", "person", "search", "status"]
+__all__ = [
+    "SAME_PERSON",
+    "ImageLoadError",
+    "QueryFace",
+    "QueryImageError",
+    "no_face_found",
+    "person",
+    "person_of_face",
+    "search",
+    "status",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -111,3 +112,163 @@ def test_link_loops_and_dangling_links_are_skipped_not_fatal(env, capsys):
     report = index_json(capsys)
     assert (report["images"], report["processed"], report["errors"]) == (1, 1, [])
     assert index_json(capsys)["processed"] == 0  # and the next run is not wedged either
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI polish: --version, defaults in help, input checks, --json like the API, dry runs, lists, ports
+
+
+@pytest.fixture(scope="module")
+def knn_library(tmp_path_factory):
+    """knn `train/` indexed with HOG (shared read-only with test_people and test_api)."""
+    from facepipe_tests.test_people import knn_train
+
+    with pytest.MonkeyPatch.context() as mp:
+        yield knn_train(tmp_path_factory, mp)
+
+
+def run_json(capsys, *args: str):
+    assert main([*args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"facepipe {version('facepipe')}"
+
+
+def test_every_flag_has_help_showing_its_default():
+    from facepipe.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    checked = 0
+    for parser in parsers(build_parser()):
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            assert action.help, f"{parser.prog} {action.dest}: no help text"
+            if action.default not in (None, False, argparse.SUPPRESS):
+                assert f"(default: {action.default})" in text, f"{parser.prog} {action.dest}: default not shown"
+                checked += 1
+    assert checked >= 8  # top-k, stores, max-distance, ports, ...
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "x.jpg", "--top-k", "0"], "--top-k: must be 1 or more (got 0)"),
+        (["search", "x.jpg", "--top-k", "ten"], "--top-k: not a whole number: 'ten'"),
+        (["search", "x.jpg", "--max-distance", "-1"], "--max-distance: a distance is 0 or more"),
+        (["serve", "--port", "0"], "--port: a port is 1 to 65535 (got 0)"),
+        (["serve", "--port", "65536"], "--port: a port is 1 to 65535 (got 65536)"),
+        (["ui", "--port", "-3"], "--port: a port is 1 to 65535 (got -3)"),
+    ],
+)
+def test_bad_flag_values_are_refused_with_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["search", "person"])
+def test_a_folder_given_as_the_query_photo_is_a_clear_error(env, capsys, command):
+    assert main([command, str(env.images)]) == 2
+    err = capsys.readouterr().err
+    assert f"{env.images} is a folder: give one photo" in err and err.count("\n") == 1
+
+
+def test_search_and_person_json_carry_the_http_api_fields(knn_library, capsys):
+    from fastapi.testclient import TestClient
+
+    from facepipe import settings
+    from facepipe.api import create_app
+    from facepipe.library import Library
+
+    photo = KNN / "test/obama1.jpg"
+    people = Library.open(settings.reload()).people
+    obama = next(p for p in people.list() if p.image_keys[0].startswith("obama/"))
+    people.name(obama.person_id, "Barack Obama")
+    try:
+        cli_search = run_json(capsys, "search", str(photo))
+        cli_person = run_json(capsys, "person", str(photo))
+        with TestClient(create_app("qdrant", library=Library.open(settings.reload()))) as client:
+            api_search = client.post("/api/search", files={"image": (photo.name, photo.read_bytes())}).json()
+            api_person = client.post("/api/person", files={"image": (photo.name, photo.read_bytes())}).json()
+    finally:
+        people.name(obama.person_id, None)
+    assert len(cli_search) == len(api_search["faces"]) == 1
+    for cli_face, api_face in zip(cli_search, api_search["faces"], strict=True):
+        assert [{k: v for k, v in m.items() if k != "query_box"} for m in cli_face] == api_face["matches"]
+        assert all(m["query_box"] == api_face["box"] for m in cli_face)
+    assert cli_search[0][0]["name"] == "Barack Obama" and cli_search[0][0]["person_id"] == obama.person_id
+    assert [{"image_key": p["image_key"], "distance": p["distance"]} for p in cli_person] == api_person["photos"]
+    assert {(p["person_id"], p["name"]) for p in cli_person} == {(api_person["person_id"], api_person["name"])}
+    assert api_person["name"] == "Barack Obama"
+
+
+def test_no_face_found_is_one_message(knn_library, capsys, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "wall.jpg"
+    Image.new("RGB", (320, 240), (128, 128, 120)).save(blank)
+    outputs = {}
+    for command in ("search", "person"):
+        assert main([command, str(blank)]) == 0
+        outputs[command] = capsys.readouterr().out
+        assert main([command, str(blank), "--json"]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out) == [] and captured.err == outputs[command]
+    assert outputs["search"] == outputs["person"] == f"No face found in {blank}.\n"
+
+
+def test_forget_dry_run_lists_and_erases_nothing(knn_library, capsys):
+    before = run_json(capsys, "status")
+    people = run_json(capsys, "people")
+    keys = people[0]["image_keys"][:2]
+    assert main(["forget", "--dry-run", *keys]) == 0
+    out = capsys.readouterr().out
+    assert f"Would forget {len(keys)} photos:" in out and all(k in out for k in keys)
+    assert "Nothing was erased" in out
+    assert main(["forget", "--dry-run", "--person", people[0]["person_id"]]) == 0
+    out = capsys.readouterr().out
+    assert f"{people[0]['faces']} faces in {len(people[0]['image_keys'])} photos" in out
+    assert all(k in out for k in people[0]["image_keys"])
+    assert main(["forget", "--dry-run", "no/such.jpg"]) == 2
+    assert "unknown image key(s): no/such.jpg" in capsys.readouterr().err
+    assert run_json(capsys, "status") == before and run_json(capsys, "people") == people
+
+
+def test_status_lists_image_keys_and_errors(env, capsys):
+    env.add(FR / "tests/test_images/obama.jpg")
+    env.add(FR / "examples/biden.jpg", "more/biden.jpg")
+    (env.images / "broken.jpg").write_bytes(b"not a jpeg")
+    index_json(capsys)
+    keys = sorted(env.parquet.image_keys())
+    assert main(["status", "--list", "images"]) == 0
+    assert capsys.readouterr().out.splitlines() == keys
+    assert run_json(capsys, "status", "--list", "images") == keys
+    assert main(["status", "--list", "errors"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["broken.jpg: not an image Pillow can identify"]
+    assert run_json(capsys, "status", "--list", "errors") == run_json(capsys, "status")["errors"]
+
+
+def test_a_port_in_use_is_exit_1_with_one_line(env, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"facepipe: port {port} on 127.0.0.1 is already in use: stop what holds it or pick another --port\n"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import socket
 import threading
 
 from fastapi import FastAPI, Request
@@ -76,12 +78,34 @@ def create_app(
     return app
 
 
+class PortInUse(OSError):
+    """The port is taken (by another `facepipe serve`, say): said in one line, exit code 1."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow starts, so a taken port fails at once and plainly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a TIME_WAIT port is free
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} on {host} is already in use: stop what holds it or pick another --port"
+            ) from None
+        raise
+    return sock
+
+
 def serve(library: Library, host: str = "127.0.0.1", port: int = 8000, store: str = "qdrant") -> None:
     """`facepipe serve`: the API and the pages of `library` until Ctrl-C."""
     import sys
 
     import uvicorn
 
+    sock = bind(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"facepipe: listening on {host}: the API has no authentication, anyone who can reach it can search.",
@@ -93,4 +117,5 @@ def serve(library: Library, host: str = "127.0.0.1", port: int = 8000, store: st
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(create_app(store, library=library), host=host, port=port, log_level="info")
+    config = uvicorn.Config(create_app(store, library=library), host=host, port=port, log_level="info")
+    uvicorn.Server(config).run(sockets=[sock])
