@@ -11,8 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from facepipe.api import pages, people, pictures, search
+from facepipe.api import pages, people, photos, pictures, search
 from facepipe.api.context import ApiContext
+from facepipe.api.docs import add_docs
 from facepipe.api.stores import HeldStore, open_store
 from facepipe.api.uploads import MAX_UPLOAD, LimitUploads, UploadTooLarge, too_large
 from facepipe.library import Library
@@ -50,6 +51,8 @@ def create_app(
         description="Search a photo collection by face: similar faces, photos of a person, the people found.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served by facepipe.api.docs from local files, not a CDN
+        redoc_url=None,
     )
     app.state.store = held
     app.state.context = ApiContext(
@@ -72,8 +75,9 @@ def create_app(
 
     app.add_middleware(LimitUploads, max_bytes=max_upload)
     app.include_router(pages.router)
+    add_docs(app)
     app.mount("/static", StaticFiles(directory=pages.WEB), name="static")
-    for routes in (search, people, pictures):
+    for routes in (search, people, pictures, photos):
         app.include_router(routes.router)
     return app
 

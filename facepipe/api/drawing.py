@@ -11,9 +11,9 @@ OUTLINE = (0, 200, 255)
 HIGHLIGHT = (255, 214, 0)
 
 
-def outlined_jpeg(rgb: np.ndarray, faces: list[dict], highlight: str | None, max_side: int) -> bytes:
+def outlined_jpeg(rgb: np.ndarray, faces: list[dict], highlight: set[str], max_side: int) -> bytes:
     """The photo shrunk to `max_side`, each face (`face_id`, `top`, `right`, `bottom`, `left`) outlined,
-    the `highlight` face in yellow and thicker."""
+    the `highlight` faces in yellow and thicker."""
     image = Image.fromarray(rgb)
     scale = min(1.0, max_side / max(image.size))
     if scale < 1.0:
@@ -22,7 +22,7 @@ def outlined_jpeg(rgb: np.ndarray, faces: list[dict], highlight: str | None, max
     width = max(2, round(max(image.size) / 300))
     for face in faces:
         box = [face["left"] * scale, face["top"] * scale, face["right"] * scale, face["bottom"] * scale]
-        chosen = face["face_id"] == highlight
+        chosen = face["face_id"] in highlight
         draw.rectangle(box, outline=HIGHLIGHT if chosen else OUTLINE, width=width * (2 if chosen else 1))
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=88)

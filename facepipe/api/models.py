@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -50,7 +51,27 @@ class PersonPhotoOut(BaseModel):
 
 
 class PersonDetailOut(PersonOut):
-    photos: list[PersonPhotoOut]
+    photos: list[PersonPhotoOut] = Field(description="this page of the person's photos (`offset`, `limit`)")
+    photos_total: int = Field(description="how many photos the person is in, over all pages")
+
+
+class PhotoFaceOut(BaseModel):
+    face_id: str
+    box: list[int] = Field(description="top, right, bottom, left in pixels of the upright photo")
+    person_id: str | None
+    name: str | None
+
+
+class PhotoOut(BaseModel):
+    image_key: str
+    width: int | None
+    height: int | None
+    status: str = Field(description="ok, or error (then `reason` says why)")
+    reason: str | None
+    taken_at: datetime | None = Field(None, description="EXIF DateTimeOriginal, the camera's wall-clock time")
+    camera_make: str | None = None
+    camera_model: str | None = None
+    faces: list[PhotoFaceOut] = Field(description="every face, left to right, with its person")
 
 
 class PersonSearchOut(BaseModel):

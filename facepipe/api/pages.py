@@ -12,7 +12,7 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
 }
-"""The pages load only their own scripts and styles (/docs is left alone: Swagger UI comes from a CDN)."""
+"""The pages load only their own scripts and styles."""
 
 router = APIRouter(include_in_schema=False)
 
@@ -25,3 +25,9 @@ def page_search() -> FileResponse:
 @router.get("/people")
 def page_people() -> FileResponse:
     return FileResponse(WEB / "people.html", media_type="text/html", headers=PAGE_HEADERS)
+
+
+@router.get("/photos/{image_key:path}")
+def page_photo(image_key: str) -> FileResponse:
+    """The photo viewer: the page reads the key from its own address and asks /api/photos/{image_key}."""
+    return FileResponse(WEB / "photo.html", media_type="text/html", headers=PAGE_HEADERS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import pyarrow.dataset as ds
 from fastapi import APIRouter, HTTPException, Query
@@ -38,9 +39,9 @@ def api_crop(
 def api_image(
     image_key: str,
     ctx: Context,
-    face_id: str | None = Query(None, description="outline this face in yellow"),
     max_side: int = Query(1280, ge=64, le=4096),
     boxes: bool = Query(True, description="outline every face"),
+    face_id: Annotated[list[str] | None, Query(description="outline these faces in yellow (repeatable)")] = None,
 ) -> Response:
     """A photo of the collection, shrunk to `max_side`, with its faces outlined."""
     try:
@@ -55,7 +56,7 @@ def api_image(
         raise HTTPException(422, f"{image_key}: {exc}") from None
     faces = ctx.parquet.read_faces(image_key, ["face_id", "top", "right", "bottom", "left"]).to_pylist()
     return Response(
-        outlined_jpeg(rgb, faces if boxes else [], face_id, max_side),
+        outlined_jpeg(rgb, faces if boxes else [], set(face_id or ()), max_side),
         media_type="image/jpeg",
         headers={"Cache-Control": "no-cache"},
     )

@@ -26,12 +26,22 @@ function cropUrl(faceId, imageKey) {
   return `/api/faces/${encodeURIComponent(faceId)}/crop${hint}`;
 }
 
-function photoUrl(imageKey, faceId, maxSide) {
+// `faceIds`: one face id or a list of them, outlined in yellow.
+function photoUrl(imageKey, faceIds, maxSide) {
   const params = new URLSearchParams();
-  if (faceId) params.set("face_id", faceId);
+  for (const id of [faceIds].flat()) if (id) params.append("face_id", id);
   if (maxSide) params.set("max_side", String(maxSide));
   const query = params.toString();
   return `/api/images/${keyPath(imageKey)}${query ? "?" + query : ""}`;
+}
+
+// The photo viewer page of one photo, and a person's page.
+function viewerUrl(imageKey) {
+  return `/photos/${keyPath(imageKey)}`;
+}
+
+function personUrl(personId) {
+  return `/people#${encodeURIComponent(personId)}`;
 }
 
 function personLabel(personId, name) {
@@ -45,5 +55,18 @@ async function errorText(response) {
     return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
   } catch (_) {
     return `${response.status} ${response.statusText}`;
+  }
+}
+
+// What went wrong, in words for the person at the page (the API's details are for programs).
+async function plainError(response) {
+  const detail = await errorText(response);
+  switch (response.status) {
+    case 400: return "That photo could not be read. Try another file (JPEG, PNG, HEIC or WebP).";
+    case 404: return detail.includes("`") ? "Not found in the collection." : detail;
+    case 413: return "That photo is too large to search with. Try a smaller copy of it.";
+    case 415: return "That file is not a photo. Pick a JPEG, PNG, HEIC or WebP image.";
+    case 503: return "The collection is busy being updated. Try again in a few seconds.";
+    default: return response.status >= 500 ? "Something went wrong on the server. Try again later." : detail;
   }
 }

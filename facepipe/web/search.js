@@ -23,15 +23,23 @@ drop.addEventListener("drop", (event) => {
   const file = event.dataTransfer.files[0];
   if (file) search(file);
 });
+// A photo pasted from the clipboard (a screenshot, an image copied in another app) is searched too.
+document.addEventListener("paste", (event) => {
+  const file = [...(event.clipboardData ? event.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
+  if (!file) return;
+  event.preventDefault();
+  search(file);
+});
 
 async function search(file) {
   document.body.dataset.state = "searching";
-  status.textContent = `Looking for faces in ${file.name}…`;
+  status.textContent = `Looking for faces in ${file.name || "the pasted image"}…`;
   facesList.replaceChildren();
   boxes.replaceChildren();
   if (objectUrl) URL.revokeObjectURL(objectUrl);
   objectUrl = URL.createObjectURL(file);
   query.src = objectUrl;
+  query.hidden = false;
   result.hidden = false;
 
   const body = new FormData();
@@ -39,10 +47,11 @@ async function search(file) {
   let answer;
   try {
     const response = await fetch("/api/search?top_k=8", { method: "POST", body });
-    if (!response.ok) throw new Error(await errorText(response));
+    if (!response.ok) throw new Error(await plainError(response));
     answer = await response.json();
   } catch (error) {
-    status.textContent = `Search failed: ${error.message}`;
+    // fetch itself failing means the server is gone: say so, not the browser's "Failed to fetch"
+    status.textContent = error instanceof TypeError ? "The facepipe server cannot be reached." : error.message;
     document.body.dataset.state = "error";
     return;
   }
@@ -72,18 +81,21 @@ function show(answer) {
     const matches = el("ol", { class: "matches" });
     for (const m of face.matches) {
       const near = m.distance < SAME_PERSON;
+      const who = m.person_id
+        ? el("a", { class: "who", href: personUrl(m.person_id), text: personLabel(m.person_id, m.name) })
+        : el("span", { class: "who", text: personLabel(m.person_id, m.name) });
       matches.append(el("li", {
         class: `match${near ? " near" : ""}`,
         "data-image-key": m.image_key,
         "data-person-id": m.person_id || "",
         "data-distance": m.distance,
       },
-        el("a", { href: photoUrl(m.image_key, m.face_id), target: "_blank", rel: "noopener", title: m.image_key },
+        el("a", { class: "open", href: viewerUrl(m.image_key), title: `${m.image_key}: open the photo` },
           el("img", { class: "thumb", src: cropUrl(m.face_id, m.image_key), alt: m.image_key, loading: "lazy" })),
         el("div", { class: "label" },
           el("span", { class: "key", text: m.image_key }),
           el("span", { class: "distance", text: m.distance.toFixed(3) }),
-          el("span", { class: "who", text: personLabel(m.person_id, m.name) })),
+          who),
       ));
     }
     if (!face.matches.length) matches.append(el("li", { class: "none", text: "No stored face is similar." }));
@@ -99,4 +111,31 @@ function show(answer) {
 
 function highlight(n, on) {
   for (const node of document.querySelectorAll(`[data-face="${n}"]`)) node.classList.toggle("hot", on);
+}
+
+// Keyboard: arrows move between the results, Enter opens the focused one's photo, Esc clears the search.
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") {
+    reset();
+    return;
+  }
+  const links = [...facesList.querySelectorAll(".match a.open")];
+  const keys = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 };
+  if (!links.length || !(event.key in keys)) return;
+  event.preventDefault();
+  const at = links.indexOf(document.activeElement);
+  links[at < 0 ? 0 : Math.min(links.length - 1, Math.max(0, at + keys[event.key]))].focus();
+});
+
+function reset() {
+  result.hidden = true;
+  facesList.replaceChildren();
+  boxes.replaceChildren();
+  query.removeAttribute("src");
+  query.hidden = true;
+  if (objectUrl) URL.revokeObjectURL(objectUrl);
+  objectUrl = null;
+  input.value = "";
+  status.textContent = "";
+  document.body.dataset.state = "idle";
 }
