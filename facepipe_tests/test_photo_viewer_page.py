@@ -1,0 +1,127 @@
+"""The photo viewer in headless Chromium against a real `facepipe serve` process: a group photo's
+page shows each face outlined and labelled by its person; clicking a face lands on that person's
+page, where every one of their faces is highlighted in each photo.
+
+knn `train/` plus the Obama-and-Biden group photo are indexed (HOG) in a subprocess; what the page
+shows is checked against the Parquet and `facepipe people --json`. Screenshots go to the test's
+temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from facepipe.stores.parquet import ParquetStore
+from facepipe_tests.conftest import KNN
+from facepipe_tests.ui_helpers import (
+    BIN,
+    chromium,
+    free_port,
+    make_env,
+    page_text,
+    prepare,
+    processes,
+    require_chromium,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
+GROUP = "together/obama_and_biden.jpg"
+
+
+def facepipe(env, *args: str) -> str:
+    proc = subprocess.run(
+        [str(BIN / "facepipe"), *args], env=env.vars, cwd=env.root, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, f"facepipe {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_photo_viewer_labels_every_face_and_leads_to_the_person(tmp_path: Path) -> None:
+    require_chromium()
+    env = make_env(tmp_path)
+    for person in (KNN / "train").iterdir():
+        shutil.copytree(person, env.images / person.name)
+    (env.images / "together").mkdir()
+    shutil.copyfile(KNN / "test/obama_and_biden.jpg", env.images / GROUP)
+    prepare(env, materialize=True)
+    people = {p["person_id"]: p for p in json.loads(facepipe(env, "people", "--json"))}
+    parquet = ParquetStore(env.data / "parquet")
+    group = parquet.read_faces(GROUP, ["face_id", "person_id"]).to_pylist()
+    clustered = [f for f in group if f["person_id"]]
+    assert len(clustered) >= 2 and all(f["person_id"] in people for f in clustered), (group, people)
+    obama = next(pid for pid, p in people.items() if any(k.startswith("obama/") for k in p["image_keys"]))
+    facepipe(env, "people", "name", obama, "Barack Obama")
+    people = {p["person_id"]: p for p in json.loads(facepipe(env, "people", "--json"))}
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with processes(env) as procs:
+        server = procs.start("serve", [str(BIN / "facepipe"), "serve", "--port", str(port)])
+        wait_for(
+            "facepipe serve to answer /api/people",
+            lambda: httpx.get(f"{base}/api/people", timeout=5).status_code == 200,
+            30,
+            alive=server.check_alive,
+            context=server.tail,
+        )
+        with chromium(tmp_path) as driver:
+            from selenium.webdriver.common.by import By
+
+            driver.get(f"{base}/photos/{GROUP}")
+            photo_loaded = "const i = document.getElementById('photo'); return i.complete && i.naturalWidth > 0"
+            wait_for(
+                "the photo with its faces",
+                lambda: (
+                    driver.execute_script(photo_loaded) and len(driver.find_elements(By.CSS_SELECTOR, "#boxes .box"))
+                ),
+                60,
+                alive=server.check_alive,
+                context=lambda: f"{page_text(driver)[:2000]}\n{server.tail()}",
+            )
+            driver.save_screenshot(str(tmp_path / "photo_viewer.png"))
+            boxes = driver.find_elements(By.CSS_SELECTOR, "#boxes .box")
+            shown = {b.get_attribute("data-face-id"): b for b in boxes}
+            assert set(shown) == {f["face_id"] for f in group}, "every face outlined, no other"
+            for face in group:
+                box = shown[face["face_id"]]
+                pid = face["person_id"]
+                assert box.get_attribute("data-person-id") == (pid or "")
+                assert box.text == ((people[pid]["name"] or pid) if pid else "no person"), box.text
+                assert (box.tag_name == "a") == bool(pid)  # only a face with a person leads somewhere
+                assert box.size["width"] > 10 and box.size["height"] > 10  # drawn over the photo, not collapsed
+            assert shown[next(f["face_id"] for f in group if f["person_id"] == obama)].text == "Barack Obama"
+            assert f"{len(group)} faces in this photo" in driver.find_element(By.ID, "status").text
+
+            shown[next(f["face_id"] for f in group if f["person_id"] == obama)].click()
+            tiles = "return [...document.querySelectorAll('#photos .photo img')].filter(i => i.naturalWidth).length"
+            wait_for(
+                "the person's page with every photo drawn",
+                lambda: driver.execute_script(tiles) == len(people[obama]["image_keys"]),
+                60,
+                alive=server.check_alive,
+                context=lambda: f"{page_text(driver)[:2000]}\n{server.tail()}",
+            )
+            driver.save_screenshot(str(tmp_path / "person_page.png"))
+            assert urlsplit(driver.current_url).path == "/people"
+            assert driver.find_element(By.ID, "person").get_attribute("data-person-id") == obama
+            assert "Barack Obama" in driver.find_element(By.ID, "person-title").text
+            for tile in driver.find_elements(By.CSS_SELECTOR, "#photos .photo"):
+                key = tile.get_attribute("data-image-key")
+                theirs = {
+                    f["face_id"]
+                    for f in parquet.read_faces(key, ["face_id", "person_id"]).to_pylist()
+                    if f["person_id"] == obama
+                }
+                src = tile.find_element(By.TAG_NAME, "img").get_attribute("src")
+                assert set(parse_qs(urlsplit(src).query)["face_id"]) == theirs, (key, src)
+            assert sorted(
+                t.get_attribute("data-image-key") for t in driver.find_elements(By.CSS_SELECTOR, "#photos .photo")
+            ) == sorted(people[obama]["image_keys"])
