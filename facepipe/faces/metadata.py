@@ -39,6 +39,9 @@ def read_metadata(data: bytes) -> PhotoMetadata:
     """The photo's EXIF facts; a photo without EXIF (or one Pillow cannot open) gives only its size."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.format == "PNG" and "exif" not in image.info:
+                # an eXIf chunk after the pixels is only found by decoding them all: not worth it here
+                return PhotoMetadata(file_size=len(data))
             exif = image.getexif()
             sub, gps = exif.get_ifd(EXIF_IFD), exif.get_ifd(GPS_IFD)
     except Exception:  # unreadable photos get an error row from the loader; metadata stays empty
