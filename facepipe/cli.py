@@ -16,11 +16,18 @@ from pathlib import Path
 
 from facepipe import settings as settings_module
 from facepipe.library import Library, LibraryError
+from facepipe.statefiles import StateFileError
 from facepipe.stores import registry
+from facepipe.stores.base import StoreError
 
 
 class UsageError(Exception):
     """Bad input from the user: exit code 2 with a clear message."""
+
+
+def one_line(text: str) -> str:
+    """A driver's multi-line message (psycopg adds hints on new lines) as one line."""
+    return " ".join(text.split())
 
 
 def _library(folder: str | None = None) -> Library:
@@ -500,9 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         settings_module.reload()  # each command sees the environment as it is now
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, LibraryError, settings_module.SettingsError) as exc:
+    except (UsageError, LibraryError, settings_module.SettingsError, StateFileError) as exc:
         print(f"facepipe: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:  # a store that is down or refuses us: its message names it, no traceback
+        print(f"facepipe: {one_line(str(exc))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

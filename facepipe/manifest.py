@@ -15,11 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facepipe.keys import UnsafeKeyError, key_for_relpath, path_for_key
+from facepipe.statefiles import damage_named
 from facepipe.walk import walk_files
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
 )
+
+WAY_OUT = (
+    "move it aside (e.g. add .damaged to its name); the next `facepipe index` builds a new one from the photos "
+    "and extracts their faces again (photos you had forgotten must be forgotten again)"
+)
+"""What to do with a damaged manifest: the photos and the Parquet hold everything in it but the list of
+forgotten photos."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -87,16 +95,17 @@ class Manifest:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=60)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # No fsync per commit (WAL stays consistent); a power cut can only lose the last marks,
-            # and a photo not marked indexed is simply indexed again.
-            db.execute("PRAGMA synchronous=NORMAL")
-            with db:
-                yield db
-        finally:
-            db.close()
+        with damage_named(self.db_path, WAY_OUT):
+            db = sqlite3.connect(self.db_path, timeout=60)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                # No fsync per commit (WAL stays consistent); a power cut can only lose the last marks,
+                # and a photo not marked indexed is simply indexed again.
+                db.execute("PRAGMA synchronous=NORMAL")
+                with db:
+                    yield db
+            finally:
+                db.close()
 
     def diff(self) -> SyncPlan:
         """How the folder differs from the manifest; writes nothing, so a failed caller loses nothing."""

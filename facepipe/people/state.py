@@ -17,9 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.people.records import PeopleError, Person, Stat, person_number
+from facepipe.statefiles import damage_named
 
 STATE_FILE = "people.sqlite"
 LOCK_FILE = "people.lock"
+WAY_OUT = (
+    "move it aside (e.g. add .damaged to its name); the next `facepipe index` clusters the faces again "
+    "from the Parquet (names and merges are not carried over: the last persons and names are listed in "
+    "parquet/people.parquet)"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,14 +91,15 @@ def _marks(items: Sized) -> str:
 def reading(data_dir: Path) -> Iterator[State]:
     """The state of this data folder (created if missing), on a connection of its own."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(data_dir / STATE_FILE, timeout=60, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=60000")
-        db.executescript(SCHEMA)
-        yield State(db)
-    finally:
-        db.close()
+    with damage_named(data_dir / STATE_FILE, WAY_OUT):
+        db = sqlite3.connect(data_dir / STATE_FILE, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            db.executescript(SCHEMA)
+            yield State(db)
+        finally:
+            db.close()
 
 
 @contextlib.contextmanager
