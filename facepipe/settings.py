@@ -18,6 +18,7 @@ DEFAULT_IMAGES = "data/images"
 DEFAULT_DATA = "data"
 DEFAULT_BATCH = 64
 DEFAULT_MAX_DELETE_SHARE = 0.5
+DEFAULT_RENDERS = 2
 
 
 class SettingsError(ValueError):
@@ -59,6 +60,8 @@ class Settings:
     """Seconds before the first retry of a store that is unreachable (then doubling, 3 retries)."""
     max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
     """A sync that would erase more than this share of the library (or all of it) stops and asks."""
+    renders: int = DEFAULT_RENDERS
+    """Photos the HTTP API decodes and draws at once (FACEPIPE_RENDERS): a 100 MP photo takes ~1 GB while drawn."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +85,7 @@ class Settings:
             batch=max(1, int(_number(env, "FACEPIPE_BATCH", DEFAULT_BATCH))),
             retry_delay=max(0.0, float(_number(env, "FACEPIPE_RETRY_DELAY", 2.0, float))),
             max_delete_share=share,
+            renders=max(1, int(_number(env, "FACEPIPE_RENDERS", DEFAULT_RENDERS))),
         )
 
     def with_images(self, images: Path | str | None) -> Settings:

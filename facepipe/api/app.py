@@ -17,6 +17,7 @@ from facepipe.api.docs import add_docs
 from facepipe.api.stores import HeldStore, open_store
 from facepipe.api.uploads import MAX_UPLOAD, LimitUploads, UploadTooLarge, too_large
 from facepipe.library import Library
+from facepipe.statefiles import StateFileError
 from facepipe.stores.base import FaceStore, StoreError
 
 SEARCHES_AT_ONCE = 2
@@ -31,6 +32,7 @@ def create_app(
     idle_close: float = 10.0,
     lock_timeout: float = 15.0,
     face_store: FaceStore | None = None,
+    render_wait: float = 20.0,
 ) -> FastAPI:
     """The API over the library's store named `store` (or `face_store` as given), its Parquet and its
     people state; photos are served from the library's images folder."""
@@ -63,6 +65,8 @@ def create_app(
         extract=library.settings.extract,
         max_upload=max_upload,
         searches=threading.BoundedSemaphore(SEARCHES_AT_ONCE),
+        renders=threading.BoundedSemaphore(library.settings.renders),
+        render_wait=render_wait,
     )
 
     @app.exception_handler(UploadTooLarge)
@@ -72,6 +76,10 @@ def create_app(
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(StateFileError)
+    async def _state_file_error(request: Request, exc: StateFileError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     app.add_middleware(LimitUploads, max_bytes=max_upload)
     app.include_router(pages.router)

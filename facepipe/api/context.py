@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +24,10 @@ class ApiContext:
     extract: ExtractSettings  # how query photos are read, as the index reads the library's photos
     max_upload: int
     searches: threading.BoundedSemaphore  # face extraction is CPU- and memory-heavy: more uploads wait
+    renders: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
+    """Photos decoded and drawn at once (a 100 MP photo takes ~1 GB while drawn): more wait, then get 503."""
+    render_wait: float = 20.0
+    """Seconds a photo request waits for a rendering slot before it answers 503 with Retry-After."""
 
 
 def _context(request: Request) -> ApiContext:

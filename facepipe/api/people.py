@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from facepipe.api.context import Context
 from facepipe.api.models import PersonDetailOut, PersonOut, PersonPhotoOut, PhotoFace
+from facepipe.api.statuses import errors
 from facepipe.people import PeopleError
 
 router = APIRouter(tags=["people"])
@@ -21,7 +22,7 @@ def page(items: list, offset: int, limit: int | None) -> list:
     return items[offset : None if limit is None else offset + limit]
 
 
-@router.get("/api/people", response_model=list[PersonOut], responses={200: PAGE})
+@router.get("/api/people", response_model=list[PersonOut], responses={200: PAGE, **errors(422, 503)})
 def api_people(ctx: Context, response: Response, offset: int = OFFSET, limit: int | None = LIMIT) -> list[dict]:
     """The persons with at least one face, largest first; the total is in the X-Total-Count header."""
     people = ctx.people.list()
@@ -29,7 +30,7 @@ def api_people(ctx: Context, response: Response, offset: int = OFFSET, limit: in
     return [p.as_json() for p in page(people, offset, limit)]
 
 
-@router.get("/api/people/{person_id}", response_model=PersonDetailOut, responses={404: {}})
+@router.get("/api/people/{person_id}", response_model=PersonDetailOut, responses=errors(404, 422, 503))
 def api_person_detail(person_id: str, ctx: Context, offset: int = OFFSET, limit: int | None = LIMIT) -> dict:
     """One person and (a page of) their photos, each with all of the person's faces in it (a merged id
     answers as the person it was merged into)."""

@@ -6,12 +6,13 @@ from fastapi import APIRouter, HTTPException
 
 from facepipe.api.context import Context
 from facepipe.api.models import PhotoOut
+from facepipe.api.statuses import errors
 from facepipe.keys import UnsafeKeyError, path_for_key
 
 router = APIRouter(tags=["pictures"])
 
 
-@router.get("/api/photos/{image_key:path}", response_model=PhotoOut, responses={400: {}, 404: {}})
+@router.get("/api/photos/{image_key:path}", response_model=PhotoOut, responses=errors(400, 404, 503))
 def api_photo(image_key: str, ctx: Context) -> PhotoOut:
     """The photo's every face with its person (as the person now is: merged ids resolved) and name."""
     try:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Annotated
 
-import pyarrow.dataset as ds
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from facepipe.api.context import Context
+from facepipe.api.context import ApiContext, Context
 from facepipe.api.drawing import outlined_jpeg
+from facepipe.api.statuses import errors
 from facepipe.faces.loading import ImageLoadError, load_rgb
 from facepipe.keys import UnsafeKeyError, path_for_key
+from facepipe.people import People
 from facepipe.stores.parquet import ParquetStore
 
 router = APIRouter(tags=["pictures"])
 JPEG = {200: {"content": {"image/jpeg": {}}}}
+CROP = {200: {"content": {"image/jpeg": {}, "image/png": {}}}}
+
+RETRY_RENDER = "2"
+"""Seconds a client told 503 by the rendering limit should wait (Retry-After)."""
 
 
-@router.get("/api/faces/{face_id}/crop", response_class=Response, responses=JPEG)
+@router.get("/api/faces/{face_id}/crop", response_class=Response, responses={**CROP, **errors(400, 404, 503)})
 def api_crop(
     face_id: str, ctx: Context, image_key: str | None = Query(None, description="where to look first")
 ) -> Response:
@@ -28,14 +35,14 @@ def api_crop(
         face_id = str(uuid.UUID(face_id))
     except ValueError:
         raise HTTPException(400, "a face id is a UUID") from None
-    crop = find_crop(ctx.parquet, face_id, [image_key, ctx.people.image_of_face(face_id)])
+    crop = find_crop(ctx.parquet, ctx.people, face_id, image_key)
     if crop is None:
         raise HTTPException(404, f"no face {face_id}")
     media = "image/png" if crop.startswith(b"\x89PNG") else "image/jpeg"
     return Response(crop, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
 
 
-@router.get("/api/images/{image_key:path}", response_class=Response, responses=JPEG)
+@router.get("/api/images/{image_key:path}", response_class=Response, responses={**JPEG, **errors(400, 404, 422, 503)})
 def api_image(
     image_key: str,
     ctx: Context,
@@ -43,40 +50,48 @@ def api_image(
     boxes: bool = Query(True, description="outline every face"),
     face_id: Annotated[list[str] | None, Query(description="outline these faces in yellow (repeatable)")] = None,
 ) -> Response:
-    """A photo of the collection, shrunk to `max_side`, with its faces outlined."""
+    """A photo of the collection, shrunk to `max_side`, with its faces outlined. At most FACEPIPE_RENDERS
+    photos are decoded at once; more wait for a turn, then get 503 with Retry-After."""
     try:
         path = path_for_key(image_key, ctx.images_root)
     except UnsafeKeyError as exc:
         raise HTTPException(400, str(exc)) from None
     if not path.is_file():
         raise HTTPException(404, f"no photo {image_key!r}")
-    try:
-        rgb = load_rgb(path.read_bytes())
-    except ImageLoadError as exc:
-        raise HTTPException(422, f"{image_key}: {exc}") from None
     faces = ctx.parquet.read_faces(image_key, ["face_id", "top", "right", "bottom", "left"]).to_pylist()
-    return Response(
-        outlined_jpeg(rgb, faces if boxes else [], set(face_id or ()), max_side),
-        media_type="image/jpeg",
-        headers={"Cache-Control": "no-cache"},
-    )
+    with rendering_slot(ctx):
+        try:
+            rgb = load_rgb(path.read_bytes())
+        except ImageLoadError as exc:
+            raise HTTPException(422, f"{image_key}: {exc}") from None
+        jpeg = outlined_jpeg(rgb, faces if boxes else [], set(face_id or ()), max_side)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
 
-def find_crop(parquet: ParquetStore, face_id: str, hints: list[str | None]) -> bytes | None:
-    """The crop of a face, looked up first in the images `hints` name."""
-    for key in hints:
-        if not key:
-            continue
+@contextlib.contextmanager
+def rendering_slot(ctx: ApiContext) -> Iterator[None]:
+    """One of the FACEPIPE_RENDERS slots: decoding a 100 MP photo takes ~1 GB, so a burst of them waits
+    (up to `render_wait` s) instead of taking the server's memory; past the wait, 503 + Retry-After."""
+    if not ctx.renders.acquire(timeout=ctx.render_wait):
+        raise HTTPException(503, "busy drawing other photos: try again shortly", headers={"Retry-After": RETRY_RENDER})
+    try:
+        yield
+    finally:
+        ctx.renders.release()
+
+
+def find_crop(parquet: ParquetStore, people: People, face_id: str, hint: str | None = None) -> bytes | None:
+    """The crop of a face, from the one faces file that holds it: the `hint` image's, else the image the
+    people state (face_id -> image_key, every face clustered) names, else a file written since the last
+    clustering. An unknown id opens no Parquet file once the people state is up to date."""
+    keys = [hint, people.image_of_face(face_id)]
+    keys += [parquet.image_key_of_face_file(rel) for rel in people.unseen_face_files()]
+    for key in dict.fromkeys(k for k in keys if k):
         try:
             table = parquet.read_faces(key, ["face_id", "crop"])
-        except (UnsafeKeyError, OSError):
+        except (UnsafeKeyError, OSError, ValueError):  # a damaged file is not this route's to report
             continue
         for fid, crop in zip(table.column("face_id").to_pylist(), table.column("crop").to_pylist(), strict=True):
             if fid == face_id:
                 return crop
-    # Not clustered yet and no hint: scan the dataset (slow on big collections, rare).
-    files = [str(p) for p in parquet.iter_face_files()]
-    if not files:
-        return None
-    table = ds.dataset(files, format="parquet").to_table(columns=["crop"], filter=ds.field("face_id") == face_id)
-    return table.column("crop")[0].as_py() if table.num_rows else None
+    return None

@@ -8,9 +8,11 @@ from fastapi.concurrency import run_in_threadpool
 from facepipe import query
 from facepipe.api.context import ApiContext, Context
 from facepipe.api.models import FaceOut, MatchOut, PersonSearchOut, SearchOut
+from facepipe.api.statuses import errors
 from facepipe.api.uploads import UPLOAD_BODY, not_an_image, read_upload, upright_size
 
 router = APIRouter(tags=["search"])
+UPLOAD_ERRORS = errors(400, 413, 415, 422, 503)
 
 
 def _unreadable(exc: query.QueryImageError) -> HTTPException:
@@ -43,7 +45,7 @@ def run_search(ctx: ApiContext, data: bytes, top_k: int, max_distance: float | N
     return SearchOut(faces=faces, image=upright_size(data))
 
 
-@router.post("/api/search", response_model=SearchOut, openapi_extra=UPLOAD_BODY)
+@router.post("/api/search", response_model=SearchOut, openapi_extra=UPLOAD_BODY, responses=UPLOAD_ERRORS)
 async def api_search(
     request: Request,
     ctx: Context,
@@ -69,7 +71,7 @@ def run_person(ctx: ApiContext, data: bytes, max_distance: float) -> PersonSearc
     )
 
 
-@router.post("/api/person", response_model=PersonSearchOut, openapi_extra=UPLOAD_BODY)
+@router.post("/api/person", response_model=PersonSearchOut, openapi_extra=UPLOAD_BODY, responses=UPLOAD_ERRORS)
 async def api_person(
     request: Request, ctx: Context, max_distance: float = Query(query.SAME_PERSON, ge=0, le=2)
 ) -> PersonSearchOut:

@@ -80,11 +80,19 @@ class People:
     def is_stale(self) -> bool:
         """Whether any faces Parquet file appeared, changed or vanished since the last update (stat only)."""
         seen = self.face_files()
+        return self._known_files() != seen
+
+    def unseen_face_files(self) -> list[str]:
+        """Faces files (relative to parquet/faces) written since the last update (stat only): the only
+        files holding faces the state does not know yet."""
+        known = self._known_files()
+        return sorted(rel for rel, stat in self.face_files().items() if known.get(rel) != stat)
+
+    def _known_files(self) -> dict[str, Stat]:
         if not self.path.exists():
-            return bool(seen)
+            return {}
         with state.reading(self.data) as st:
-            known = {rel: stat for rel, (_, stat) in st.files().items()}
-        return known != seen
+            return {rel: stat for rel, (_, stat) in st.files().items()}
 
     # -- naming, merging, forgetting -----------------------------------------------------------------------
 
