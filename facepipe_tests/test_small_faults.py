@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from facepipe.cli import main
-from facepipe_tests.conftest import FR
+from facepipe_tests.conftest import FR, KNN
 
 
 def closed_port() -> int:
@@ -119,3 +123,49 @@ def test_ui_runs_the_dagster_beside_its_own_interpreter(env, monkeypatch, tmp_pa
     ((program, args),) = started
     assert Path(program) == Path(sys.executable).parent / "dagster" and Path(program).is_file()
     assert args[1:3] == ["dev", "-w"] and args[-2:] == ["-p", "3999"]
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE  # dead, waiting to be reaped by whoever adopted it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_workers_and_the_resource_tracker_exit_when_index_is_killed(env):
+    photos = sorted((KNN / "train").glob("*/*")) + sorted((FR / "tests/test_images").glob("*.jpg"))
+    for photo in photos:
+        env.add(photo, f"{photo.parent.name}/{photo.name}")
+    index = subprocess.Popen(
+        [sys.executable, "-m", "facepipe.cli", "index", "--quiet"],
+        env={**os.environ, "FACEPIPE_WORKERS": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    parent = psutil.Process(index.pid)
+    helpers: list[psutil.Process] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert index.poll() is None, index.communicate()[1]
+        kids = []
+        for child in parent.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "multiprocessing" in " ".join(child.cmdline()):
+                    kids.append(child)
+        if sum("spawn_main" in " ".join(k.cmdline()) for k in kids) >= 2:
+            helpers = kids
+            break
+        time.sleep(0.2)
+    assert helpers, "the index run started its extraction workers"
+    assert any("resource_tracker" in " ".join(k.cmdline()) for k in helpers), [k.cmdline() for k in helpers]
+
+    index.send_signal(signal.SIGKILL)
+    index.wait()
+    deadline = time.monotonic() + 120  # generous: a worker notices between two photos at worst
+    while time.monotonic() < deadline and not all(_gone(k) for k in helpers):
+        time.sleep(0.2)
+    alive = [k.pid for k in helpers if not _gone(k)]
+    for k in helpers:  # never leave them behind, even when the assertion fails
+        with contextlib.suppress(psutil.Error):
+            k.kill()
+    assert not alive, f"outlived the killed index: {alive}"

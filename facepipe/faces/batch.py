@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -66,10 +67,27 @@ def _error(key: str, settings: ExtractSettings, reason: str) -> ImageRecord:
     )
 
 
-def _init_worker() -> None:
+ORPHAN_CHECK_SECONDS = 0.5
+"""How often a worker checks that the process that started it is still its parent."""
+
+
+def _init_worker(parent: int | None = None) -> None:
     # One BLAS/OpenMP thread per process: the pool already keeps every core busy.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
+    if parent is not None:
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), name="orphan-watch", daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this worker once its parent is gone (a SIGKILLed `facepipe index` runs no cleanup, and each
+    worker holds the models, 0.5-1.2 GB). When the parent dies the worker is re-parented, so `getppid()`
+    changes; polled (portable), not Linux's parent-death signal, which fires when the parent *thread*
+    that spawned the worker ends, and the shared pool outlives the thread of the run that started it.
+    The resource tracker exits by itself once its last user (the parent, these workers) is gone."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(1)
 
 
 class _SharedPool:
@@ -137,7 +155,9 @@ class _SharedPool:
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    return ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 _shared = _SharedPool()
