@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
@@ -169,3 +170,46 @@ def test_workers_and_the_resource_tracker_exit_when_index_is_killed(env):
         with contextlib.suppress(psutil.Error):
             k.kill()
     assert not alive, f"outlived the killed index: {alive}"
+
+
+_SEARCH_LOOP = """
+import sys, time
+import numpy as np
+from facepipe.stores import QdrantStore
+store = QdrantStore(path=sys.argv[1], keep_open=True, lock_timeout=300)  # as the HTTP server holds it
+while True:
+    store.search(np.zeros(128, dtype=np.float32), top_k=3)
+    print(store.count(), flush=True)
+    time.sleep(1.0)
+"""
+
+
+def test_a_loop_of_searches_does_not_starve_a_writer(tmp_path):
+    """A process searching every second keeps embedded Qdrant open between searches (as `serve` does);
+    a writer (an index run's export) still gets the folder after at most one search, and the searcher
+    gets it back afterwards."""
+    from facepipe.stores import QdrantStore
+    from facepipe.stores.locks import lock_is_free
+    from facepipe.stores.qdrant_edge import LOCK_FILE
+    from facepipe_tests.store_fixtures import centers_for, clustered_faces
+
+    folder = tmp_path / "qdrant"
+    rng = np.random.default_rng(15)
+    centers = centers_for(rng, 2)
+    writer = QdrantStore(path=folder, lock_timeout=90)
+    writer.replace_images(clustered_faces(rng, ["first.jpg"], 3, centers))
+    searcher = subprocess.Popen([sys.executable, "-c", _SEARCH_LOOP, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert searcher.stdout.readline().strip() == "3" and searcher.stdout.readline().strip() == "3"
+        assert not lock_is_free(folder / LOCK_FILE), "the searcher holds the folder between its searches"
+        started = time.monotonic()
+        writer.replace_images(clustered_faces(rng, ["second.jpg"], 2, centers))  # waits at most lock_timeout
+        waited = time.monotonic() - started
+        assert writer.count() == 5
+        seen = [searcher.stdout.readline().strip() for _ in range(3)]
+        assert "5" in seen, seen  # and the searcher carries on with the folder back
+    finally:
+        searcher.kill()
+        searcher.wait()
+        writer.close()
+    assert waited < 60, waited  # generous: one search and one engine open, on a busy machine

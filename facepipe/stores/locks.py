@@ -10,6 +10,11 @@ a second open fails even in the same process) can have one owner per folder. So:
   uses it (no second open), one thread at a time (an RLock), and it is opened for the outermost `use()`
   block and closed when that block ends, so other processes get their turn. `pin()` keeps it open
   between blocks (a server answering many searches) until `unpin()`.
+* Fairness: a process that finds the folder taken says so while it waits (a shared `flock` on the
+  `.waiting` file beside the lock file). Newcomers defer to it, and a holder that keeps the engine
+  pinned between blocks (the HTTP server) lets go at the end of its current block when someone waits.
+  So a loop of searches cannot starve an `index` run of the folder: it gets its turn after one search.
+  Both locks die with their process, so a killed waiter leaves nothing stale behind.
 * Fork: a child inherits the parent's open engine and lock (the same open file description). Using or
   closing them would unlock the parent's folder, so the child drops its slots, keeps the inherited ones
   referenced and never touches them, and waits for the lock like any other process.
@@ -63,35 +68,56 @@ def lock_is_free(lock_file: Path) -> bool:
         return True
 
 
+def waiting_file(lock_file: Path) -> Path:
+    """Where waiting processes announce themselves (see the module)."""
+    return lock_file.with_name(lock_file.name + ".waiting")
+
+
+def someone_waits(lock_file: Path) -> bool:
+    """Whether another process is waiting for `lock_file` (probe: takes and drops the waiting file's lock)."""
+    return not lock_is_free(waiting_file(lock_file))
+
+
 def acquire(lock_file: Path, timeout: float, what: str, hint: str) -> IO[bytes]:
     """Take the exclusive lock, waiting up to `timeout` seconds; the open file holds it until closed.
 
+    First come, first served between processes: while another process waits, a newcomer does not even
+    try; once it has to wait itself it announces it (so holders and newcomers let it in next).
     `what` names the store in messages ("the embedded Qdrant at ..."), `hint` says what else to do.
     """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fh = open(lock_file, "a+b")  # noqa: SIM115 - returned to the caller, who closes it to unlock
+    announced: IO[bytes] | None = None
     deadline = time.monotonic() + max(0.0, timeout)
     delay, told = 0.05, False
-    while True:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fh
-        except BlockingIOError:
-            pass
-        remaining = deadline - time.monotonic()
-        holders = lock_holders(lock_file)
-        who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
-        if remaining <= 0:
-            fh.close()
-            raise StoreError(
-                f"{what} is in use by another process ({who}); waited {timeout:g} s for it to finish. "
-                f"Stop that process or wait for it{hint}."
-            )
-        if not told:
-            log.info("%s is locked by %s; waiting up to %g s", what, who, timeout)
-            told = True
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 1.0)
+    try:
+        while True:
+            if announced is not None or not someone_waits(lock_file):
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fh
+                except BlockingIOError:
+                    pass
+                if announced is None:
+                    announced = open(waiting_file(lock_file), "a+b")  # noqa: SIM115 - closed below
+                    fcntl.flock(announced, fcntl.LOCK_SH)  # blocks only for another's momentary probe
+            remaining = deadline - time.monotonic()
+            holders = lock_holders(lock_file)
+            who = f"pid {', '.join(map(str, holders))}" if holders else "pid unknown"
+            if remaining <= 0:
+                fh.close()
+                raise StoreError(
+                    f"{what} is in use by another process ({who}); waited {timeout:g} s for it to finish. "
+                    f"Stop that process or wait for it{hint}."
+                )
+            if not told:
+                log.info("%s is locked by %s; waiting up to %g s", what, who, timeout)
+                told = True
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
+    finally:
+        if announced is not None:
+            announced.close()  # got in or gave up: no longer waiting
 
 
 class SharedSlot(Generic[T]):
@@ -130,8 +156,8 @@ class SharedSlot(Generic[T]):
                 yield self.handle
             finally:
                 self.depth -= 1
-                if self.depth == 0 and self.pins == 0:
-                    self.shut()
+                if self.depth == 0 and (self.pins == 0 or someone_waits(self.lock_file)):
+                    self.shut()  # pinned or not: another process waiting gets its turn now
         finally:
             self.lock.release()
 
