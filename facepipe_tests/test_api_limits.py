@@ -126,3 +126,10 @@ def test_a_crop_is_found_through_the_index_not_by_scanning(knn, monkeypatch):
         known = client.get(f"/api/faces/{match['face_id']}/crop")
         assert known.status_code == 200 and known.headers["content-type"] == "image/jpeg"
         assert reads.count == 1, "one faces file read: the face's own"
+
+
+def test_a_damaged_people_state_answers_503_naming_it(env):
+    (env.data / "people.sqlite").write_bytes(b"not a database, a disk error's leftovers" * 100)
+    with TestClient(create_app("qdrant", library=Library.open(settings.reload()))) as client:
+        r = client.get("/api/people")
+    assert r.status_code == 503 and f"{env.data / 'people.sqlite'} is damaged" in r.json()["detail"], r.text
