@@ -32,7 +32,7 @@ def create_app(
     idle_close: float = 10.0,
     lock_timeout: float = 15.0,
     face_store: FaceStore | None = None,
-    render_wait: float = 20.0,
+    render_wait: float = 60.0,
 ) -> FastAPI:
     """The API over the library's store named `store` (or `face_store` as given), its Parquet and its
     people state; photos are served from the library's images folder."""

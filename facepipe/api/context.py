@@ -26,7 +26,7 @@ class ApiContext:
     searches: threading.BoundedSemaphore  # face extraction is CPU- and memory-heavy: more uploads wait
     renders: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
     """Photos decoded and drawn at once (a 100 MP photo takes ~1 GB while drawn): more wait, then get 503."""
-    render_wait: float = 20.0
+    render_wait: float = 60.0
     """Seconds a photo request waits for a rendering slot before it answers 503 with Retry-After."""
 
 
