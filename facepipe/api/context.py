@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from facepipe.api.stores import HeldStore
 from facepipe.faces.extract import ExtractSettings
 from facepipe.people import People
+from facepipe.settings import DEFAULT_RENDERS
 from facepipe.stores.parquet import ParquetStore
 
 
@@ -24,7 +25,7 @@ class ApiContext:
     extract: ExtractSettings  # how query photos are read, as the index reads the library's photos
     max_upload: int
     searches: threading.BoundedSemaphore  # face extraction is CPU- and memory-heavy: more uploads wait
-    renders: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
+    renders: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(DEFAULT_RENDERS))
     """Photos decoded and drawn at once (a 100 MP photo takes ~1 GB while drawn): more wait, then get 503."""
     render_wait: float = 60.0
     """Seconds a photo request waits for a rendering slot before it answers 503 with Retry-After."""
