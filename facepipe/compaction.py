@@ -34,7 +34,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from facepipe.keys import key_for_relpath
 from facepipe.stores.parquet import FACE_SCHEMA, IMAGE_SCHEMA, ParquetStore, write_table_atomic
 from facepipe.walk import walk_files
 
@@ -181,7 +180,8 @@ class Compactor:
         for shard, (reads, drops) in sorted(by_shard.items()):
             fresh, keys_read = self._read(source, reads, dataset.schema)
             replaced = {state[p][0] for p in reads + drops if p in state and state[p][0] is not None}
-            replaced |= {key_for_relpath(p.removesuffix(".parquet")) for p in reads + drops}
+            replaced |= set(keys_read.values())
+            replaced |= {k for p in drops if (k := self.parquet.image_key_of_file(source, p)) is not None}
             target = self.shard_file(dataset.kind, shard)
             old = pq.read_table(target, schema=dataset.schema) if target.exists() else dataset.schema.empty_table()
             if replaced and old.num_rows:
@@ -201,7 +201,7 @@ class Compactor:
 
     def _read(self, source: Path, paths: list[str], schema: pa.Schema) -> tuple[pa.Table, dict[str, str]]:
         """The rows of these per-photo files, and the image_key of each file read (its path names it)."""
-        keys = {p: key_for_relpath(p.removesuffix(".parquet")) for p in paths if (source / p).exists()}
+        keys = {p: k for p in paths if (source / p).exists() and (k := self.parquet.image_key_of_file(source, p))}
         # DuckDB opens many small files several times faster than pyarrow (0.2 vs 0.9 ms each), but takes
         # every path as a glob: a name with *, ?, [ or { could match other photos' files, so those go one by one.
         plain = [p for p in keys if not _GLOB.search(p)]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from facepipe.faces.extract import ExtractSettings, extract_faces
 from facepipe.faces.records import ImageRecord
+from facepipe.keys import printable
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """Refuse to read a single file larger than this; no photo is, and reading it would cost RAM."""
@@ -61,7 +62,7 @@ def _error(key: str, settings: ExtractSettings, reason: str) -> ImageRecord:
         image_key=key,
         sha256="",
         status="error",
-        reason=reason,
+        reason=printable(reason),  # an OSError names the file, whose bytes may not be UTF-8
         detector=settings.detect.detector,
         model_version=settings.model_version,
     )

@@ -194,6 +194,8 @@ class People:
                 key = keys.pop()
             else:
                 key = known[rel][0] if rel in known else self.parquet.image_key_of_face_file(rel)
+                if key is None:
+                    continue  # an empty file under a hashed name, gone since: nothing to cluster
             read_stats[rel] = (key, stat)
             embeddings = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 128)
             ids = table.column("face_id").to_pylist()

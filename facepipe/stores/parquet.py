@@ -3,6 +3,12 @@
 Layout under `root`: `faces/<image_key>.parquet` (one row per face, no file for a photo without
 faces) and `images/<image_key>.parquet` (one status row per photo). Any Parquet reader can glob
 them, e.g. DuckDB `read_parquet('data/parquet/faces/**/*.parquet')`.
+
+Two kinds of photo names cannot be mirrored as they are. A file name may have 255 bytes, and the
+temporary name of an atomic write adds about 50 to the photo's: a name too long for that is stored
+as `<its first bytes>~<hash of the key>.parquet` in the same folder. A path that is not valid UTF-8
+(Linux allows any bytes; SQLite, DuckDB and JSON do not) goes to `_hashed/<...>~<hash>.parquet`.
+Either way the real key is read from the file's `image_key` column (every row carries it).
 """
 
 from __future__ import annotations
@@ -10,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -77,6 +84,49 @@ METADATA_COLUMNS = (
     "file_size",
     "mtime",
 )
+
+
+NAME_MAX = 255
+"""Bytes in one file name (ext4, xfs, btrfs, tmpfs)."""
+
+TEMP_EXTRA = len("..") + 7 + len("-") + 32 + len(".tmp")
+"""What `write_table_atomic` adds to a name: dot, dot, pid (up to 7 digits), dash, uuid hex, suffix."""
+
+LONG_NAME = NAME_MAX - TEMP_EXTRA
+"""The longest file name written as is; a longer one is hashed (its temporary name would not fit)."""
+
+_HASHED = re.compile(r"(?:^|[~/])[0-9a-f]{32}\.parquet$")  # also the `_refused/<hash>.parquet` of unsafe keys
+
+
+HASHED_DIR = "_hashed"
+"""Where the files of photos whose path is not valid UTF-8 go."""
+
+
+def mirrored_path(base: Path, rel: PurePosixPath, image_key: str) -> Path:
+    """Where the file of the photo at `rel` (relative to the images root) goes under `base`."""
+    plain = f"{rel.name}.parquet"
+    if not _is_utf8(str(rel)):
+        return base / HASHED_DIR / _hashed_name(rel.name, image_key)
+    if len(plain.encode()) > LONG_NAME:
+        return base.joinpath(*rel.parent.parts, _hashed_name(rel.name, image_key))
+    return base.joinpath(*rel.parent.parts, plain)
+
+
+def _hashed_name(name: str, image_key: str) -> str:
+    head = os.fsencode(name)[:80].decode("utf-8", "ignore")  # a readable hint; the hash makes it unique
+    return f"{head}~{_key_hash(image_key)}.parquet"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # lone surrogates: bytes os.scandir could not decode
+        return False
+    return True
+
+
+def _key_hash(image_key: str) -> str:
+    return hashlib.sha256(image_key.encode()).hexdigest()[:32]
 
 
 def faces_table(faces: list[Face]) -> pa.Table:
@@ -145,12 +195,25 @@ class ParquetStore:
         try:
             rel = relpath_for_key(image_key)
         except UnsafeKeyError:  # a key typed in the UI that points outside: its error row still needs a home
-            return base / "_refused" / (hashlib.sha256(image_key.encode()).hexdigest()[:32] + ".parquet")
-        return base.joinpath(*rel.parent.parts, rel.name + ".parquet")
+            return base / "_refused" / (_key_hash(image_key) + ".parquet")
+        return mirrored_path(base, rel, image_key)
 
-    def image_key_of_face_file(self, rel: str) -> str:
-        """The image key a faces file (relative to `faces_dir`) was written for: the inverse of `faces_path`."""
-        return key_for_relpath(rel.removesuffix(".parquet"))
+    def image_key_of_file(self, base: Path, rel: str) -> str | None:
+        """The image key a file (relative to `base`, POSIX) was written for: the inverse of `_file`.
+
+        A plain name is decoded from the path; a hashed one is read from the file (None when it is gone or
+        unreadable)."""
+        if not _HASHED.search(rel):
+            return key_for_relpath(rel.removesuffix(".parquet"))
+        try:
+            keys = pq.read_table(base / rel, columns=["image_key"]).column("image_key")
+        except (OSError, pa.ArrowInvalid):
+            return None
+        return keys[0].as_py() if len(keys) else None
+
+    def image_key_of_face_file(self, rel: str) -> str | None:
+        """The image key a faces file (relative to `faces_dir`) was written for."""
+        return self.image_key_of_file(self.faces_dir, rel)
 
     def face_file_stats(self) -> dict[str, tuple[int, int]]:
         """Every faces file (path relative to `faces_dir`, POSIX) with its (mtime_ns, size)."""
