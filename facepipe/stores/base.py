@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -10,6 +9,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from facepipe.faces.records import Box, Face
+from facepipe.secrets import describe_dsn, redact
+
+__all__ = ["describe_dsn", "redact"]  # re-exported: the stores mask secrets through these
 
 COLLECTION = "faces"
 """Qdrant collection and Postgres table name (contract)."""
@@ -132,15 +134,3 @@ def within(matches: list[Match], max_distance: float | None) -> list[Match]:
     if max_distance is None:
         return matches
     return [m for m in matches if m.distance <= max_distance]
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@?#\s]*:)(?P<secret>[^@/?#\s]*)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|[^\s&]*)", re.I)
-
-
-def redact(text: str | None) -> str:
-    """Hide passwords in a DSN (URL or key=value form, including `?password=`) before it reaches a message."""
-    if not text:
-        return ""
-    text = _URL_PASSWORD.sub(lambda m: m["head"] + ("***" if m["secret"] else ""), text)
-    return _KV_PASSWORD.sub(lambda m: m["head"] + "***", text)

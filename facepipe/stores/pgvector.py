@@ -17,6 +17,7 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from facepipe.faces.records import Face
+from facepipe.secrets import misread_password
 from facepipe.stores.base import (
     COLLECTION,
     DIM,
@@ -26,6 +27,7 @@ from facepipe.stores.base import (
     as_matrix,
     as_vector,
     batch_faces,
+    describe_dsn,
     redact,
     within,
 )
@@ -126,7 +128,7 @@ class PgVectorStore(StoreBase):
         self._schema_done = False
 
     def __repr__(self) -> str:
-        where = f"dsn={redact(self._dsn)!r}" if self._dsn else f"embedded_dir={str(self.embedded_dir)!r}"
+        where = f"dsn={describe_dsn(self._dsn)!r}" if self._dsn else f"embedded_dir={str(self.embedded_dir)!r}"
         return f"PgVectorStore({where})"
 
     @property
@@ -134,7 +136,7 @@ class PgVectorStore(StoreBase):
         return self._dsn is None
 
     def _where(self) -> str:
-        return f"Postgres at {redact(self._dsn)}" if self._dsn else f"embedded Postgres in {self.embedded_dir}"
+        return f"Postgres at {describe_dsn(self._dsn)}" if self._dsn else f"embedded Postgres in {self.embedded_dir}"
 
     def _get_pool(self) -> ConnectionPool:
         with self._mutex:
@@ -146,6 +148,11 @@ class PgVectorStore(StoreBase):
                 self._pool, self._embedded = None, None
             ref = _PoolRef()
             if self._dsn:
+                if misread_password(self._dsn):
+                    raise StoreError(
+                        f"cannot use the {self._where()}: its password holds a character a URL needs %-encoded "
+                        "(write @ as %40, / as %2F, # as %23, ? as %3F, a space as %20)"
+                    )
                 conninfo = self._dsn
             else:
                 self._embedded = embedded_postgres(self.embedded_dir)
@@ -169,7 +176,7 @@ class PgVectorStore(StoreBase):
                 if self._embedded is not None:
                     self._embedded.detach(ref.close)
                     self._embedded = None
-                raise StoreError(f"cannot use the {self._where()}: {redact(str(err)).strip()}") from None
+                raise StoreError(f"cannot use the {self._where()}: {redact(str(err), self._dsn).strip()}") from None
             self._pool, self._pool_ref, self._pool_pid = ref.pool, ref, os.getpid()
             return ref.pool
 

@@ -27,8 +27,8 @@ from facepipe.stores.base import (
     as_matrix,
     as_vector,
     batch_faces,
+    describe_dsn,
     payload_of,
-    redact,
     within,
 )
 
@@ -66,15 +66,15 @@ class ServerQdrantStore(StoreBase):
         self._schema_done = False
 
     def __repr__(self) -> str:
-        return f"ServerQdrantStore(url={redact(self._url)!r}, api_key={'***' if self._api_key else None})"
+        return f"ServerQdrantStore(url={describe_dsn(self._url)!r}, api_key={'***' if self._api_key else None})"
 
     @property
     def url(self) -> str:
         """The server's address with any password in it hidden (safe to show)."""
-        return redact(self._url)
+        return describe_dsn(self._url)
 
     def _where(self) -> str:
-        return f"Qdrant at {redact(self._url)}"
+        return f"Qdrant at {describe_dsn(self._url)}"
 
     @contextlib.contextmanager
     def client(self) -> Iterator[QdrantClient]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from facepipe.stores.base import FaceStore, redact
+from facepipe.stores.base import FaceStore, describe_dsn
 
 if TYPE_CHECKING:
     from facepipe.settings import Settings
@@ -82,7 +82,7 @@ register(
     StoreSpec(
         name="qdrant",
         build=_qdrant,
-        describe=lambda s: f"Qdrant server at {redact(s.qdrant_url)}" if s.qdrant_url else "embedded Qdrant",
+        describe=lambda s: f"Qdrant server at {describe_dsn(s.qdrant_url)}" if s.qdrant_url else "embedded Qdrant",
         kind="qdrant",
         description="The faces in Qdrant collection `faces` (128-d, Euclid; payload = the record minus embedding "
         "and crop; point id = face_id).",
@@ -92,7 +92,7 @@ register(
     StoreSpec(
         name="pgvector",
         build=_pgvector,
-        describe=lambda s: f"Postgres at {redact(s.pg_dsn)}" if s.pg_dsn else "embedded Postgres+pgvector",
+        describe=lambda s: f"Postgres at {describe_dsn(s.pg_dsn)}" if s.pg_dsn else "embedded Postgres+pgvector",
         kind="postgres",
         description="The faces in Postgres table `faces` (embedding vector(128), HNSW index with vector_l2_ops).",
     )
