@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from facepipe.faces.records import Face
@@ -53,6 +54,12 @@ MAINTENANCE_WORK_MEM = "1GB"
 """For HNSW builds (schema creation over existing rows, VACUUM FULL): 1M faces' graph is ~1 GB; with less,
 the build spills to disk and slows down several times (the 64 MB default is too small even at 100k)."""
 
+PRIVATE_COLUMNS = ("face_id", "image_key", "sha256", "person_id", "embedding")
+"""Columns Postgres would copy values of into its statistics (`pg_stats.most_common_vals`, `histogram_bounds`:
+face ids, photo names, whole embeddings) where no erasure reaches them: their statistics target is 0 and
+any statistics gathered before are cleared. The planner needs none of them (face_id is unique by its key,
+the other lookups go through their indexes)."""
+
 _SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {COLLECTION} (
         face_id uuid PRIMARY KEY,
@@ -86,6 +93,34 @@ def _ensure_extension(conn: psycopg.Connection[Any]) -> None:
 def _configure(conn: psycopg.Connection[Any]) -> None:
     _ensure_extension(conn)
     register_vector(conn)
+
+
+def _no_private_statistics(conn: psycopg.Connection[Any]) -> None:
+    """Statistics target 0 on PRIVATE_COLUMNS, and what an earlier ANALYZE kept of them cleared (Postgres 18:
+    ANALYZE skips a column with target 0 but leaves its old statistics)."""
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attname = ANY(%s) "
+        "AND attstattarget IS DISTINCT FROM 0",
+        (COLLECTION, list(PRIVATE_COLUMNS)),
+    ).fetchall()
+    if not rows:
+        return
+    names = [name for (name,) in rows]
+    alter = sql.SQL(", ").join(sql.SQL("ALTER COLUMN {} SET STATISTICS 0").format(sql.Identifier(n)) for n in names)
+    conn.execute(sql.SQL("ALTER TABLE {} ").format(sql.Identifier(COLLECTION)) + alter)
+    if conn.info.server_version >= 180000:
+        conn.execute(
+            "SELECT pg_clear_attribute_stats(current_schema(), %s, name, inherited) "
+            "FROM unnest(%s::text[]) AS name, (VALUES (false), (true)) AS i(inherited)",
+            (COLLECTION, names),
+        )
+
+
+def _refresh_statistics(conn: psycopg.Connection[Any], erased: int) -> None:
+    """After an erasure: the table's remaining statistics (box sizes, scores) are gathered again without the
+    erased rows, instead of whenever autovacuum next gets to it."""
+    if erased > 0:
+        conn.execute(f"ANALYZE {COLLECTION}")
 
 
 def _no_table() -> suppress:
@@ -222,6 +257,7 @@ class PgVectorStore(StoreBase):
             conn.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            _no_private_statistics(conn)
         self._schema_done = True
 
     # -- writes ---------------------------------------------------------------------------------------
@@ -275,13 +311,15 @@ class PgVectorStore(StoreBase):
         keys = list(image_keys)
         if keys:
             with _no_table(), self.connection() as conn:
-                conn.execute(f"DELETE FROM {COLLECTION} WHERE image_key = ANY(%s)", (keys,))
+                erased = conn.execute(f"DELETE FROM {COLLECTION} WHERE image_key = ANY(%s)", (keys,)).rowcount
+                _refresh_statistics(conn, erased)
 
     def delete_faces(self, face_ids: Iterable[str]) -> None:
         ids = list(face_ids)
         if ids:
             with _no_table(), self.connection() as conn:
-                conn.execute(f"DELETE FROM {COLLECTION} WHERE face_id = ANY(%s::uuid[])", (ids,))
+                erased = conn.execute(f"DELETE FROM {COLLECTION} WHERE face_id = ANY(%s::uuid[])", (ids,)).rowcount
+                _refresh_statistics(conn, erased)
 
     def set_person_ids(self, mapping: Mapping[str, str | None]) -> None:
         if not mapping:
