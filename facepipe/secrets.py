@@ -28,12 +28,18 @@ def is_url(dsn: str) -> bool:
 
 
 def _split_url(url: str) -> tuple[str, str | None, str | None, str]:
-    """(scheme://, user, password as written or None, the rest after `@`); the userinfo ends at the last `@`
-    before the path (an unescaped `@`, `/`, `?` or `#` in a password stays inside it)."""
+    """(scheme://, user, password as written or None, the rest after `@`).
+
+    The userinfo ends at the last `@` before the query, or if there is none there, at the last `@` of all:
+    an unescaped `@`, `/`, `?` or `#` in a password stays inside it, and an `@` in a query value
+    (`?application_name=me@home`) stays outside."""
     head = _SCHEME.match(url)
     assert head is not None
     tail = url[head.end() :]
-    at = tail.rfind("@")
+    query = tail.find("?")
+    at = tail.rfind("@", 0, query) if query >= 0 else -1
+    if at < 0:
+        at = tail.rfind("@")
     if at < 0:
         return head.group(), None, None, tail
     user, colon, password = tail[:at].partition(":")
@@ -96,7 +102,7 @@ def misread_password(dsn: str | None) -> bool:
     if not dsn or not is_url(dsn):
         return False
     password = _split_url(dsn)[2]
-    return password is not None and _libpq_password(dsn) != unquote(password)
+    return password is not None and (_libpq_password(dsn) or "") != unquote(password)
 
 
 def describe_dsn(dsn: str | None) -> str:

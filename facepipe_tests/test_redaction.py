@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from facepipe.secrets import describe_dsn, passwords, redact
+from facepipe.secrets import describe_dsn, misread_password, passwords, redact
 from facepipe.stores.embedded_pg import embedded_postgres
 from facepipe_tests.conftest import KNN
 
@@ -53,6 +53,21 @@ def test_a_dsn_is_shown_without_any_form_of_its_password(dsn, secret):
         cleaned = redact(message, dsn)
         assert form not in cleaned and form[2:] not in cleaned, cleaned
         assert "connection to" in cleaned and "rejected" in cleaned  # the rest of the message stays
+
+
+@pytest.mark.parametrize(
+    ("dsn", "refused"),
+    [
+        ("postgresql://postgres:@/postgres?host=/run/pg", False),  # the embedded server's own form
+        ("postgresql://u:pw@h/db?application_name=me@home", False),  # an `@` in a query value
+        (f"postgresql://u:{quote(PASSWORD, safe='')}@h/db", False),
+        ("postgresql://u:p#s?x@h/db", False),  # libpq reads `p#s?x`, as meant
+        ("postgresql://u:p@ss@h/db", True),  # libpq would log in with `p` at host `ss@h`
+        ("postgresql://u:p/ss@h/db", True),
+    ],
+)
+def test_only_a_url_libpq_would_misread_is_refused(dsn, refused):
+    assert misread_password(dsn) is refused
 
 
 @pytest.fixture
