@@ -13,6 +13,7 @@ import numpy as np
 from facepipe.faces.extract import ExtractSettings, extract_faces
 from facepipe.faces.loading import ImageLoadError
 from facepipe.faces.records import Box, Face
+from facepipe.secrets import redact
 from facepipe.settings import current
 from facepipe.stores.base import FaceStore, Match
 from facepipe.stores.parquet import ParquetStore
@@ -120,7 +121,7 @@ def status(parquet: ParquetStore, stores: Mapping[str, FaceStore]) -> dict:
         try:
             doc[name] = {"faces": store.count()}
         except Exception as exc:  # a store that is down is reported, not fatal
-            doc[name] = {"faces": None, "error": str(exc)}
+            doc[name] = {"faces": None, "error": redact(str(exc))}  # a store's own errors are masked already
     return doc
 
 

@@ -123,7 +123,7 @@ def test_hostile_passwords_never_reach_output_logs_or_files(env, hostile_role, t
         search = cli(["search", str(KNN / "test/obama1.jpg"), "--store", "pgvector"], FACEPIPE_PG_DSN=dsn, **where)
         assert "a.jpg" in search.stdout, search.stderr[-2000:]
 
-    # Stores that are down, in each form, with a Qdrant key; a new photo so the index has work to export.
+    # Stores that are down, in each form (a new photo, so the index has work to export), then a Qdrant server.
     env.add(KNN / "train/biden/biden.jpg", "c.jpg")
     down = {
         "url": f"postgresql://{ROLE}:{quote(PASSWORD, safe='')}@127.0.0.1:9/faces?connect_timeout=2",
@@ -131,16 +131,18 @@ def test_hostile_passwords_never_reach_output_logs_or_files(env, hostile_role, t
         "kv": make_conninfo(host="127.0.0.1", port="9", user=ROLE, password=PASSWORD, connect_timeout="2"),
     }
     for name, dsn in down.items():
-        store_env = {"FACEPIPE_PG_DSN": dsn, "QDRANT_URL": "http://127.0.0.1:9", "QDRANT_API_KEY": QDRANT_KEY}
-        done = cli(["index", "--json", "--quiet"], **store_env)
+        done = cli(["index", "--json", "--quiet"], FACEPIPE_PG_DSN=dsn)
         assert done.returncode == 1, (name, done.stderr[-2000:])
-        failed = " ".join(json.loads(done.stdout)["failed_runs"])
-        assert "Postgres at" in failed or "Qdrant at" in failed, (name, failed)
-        status = json.loads(cli(["status", "--json"], **store_env).stdout)
+        (failed,) = json.loads(done.stdout)["failed_runs"]
+        assert "pgvector_faces failed: cannot use the Postgres at" in failed and "127.0.0.1" in failed, (name, failed)
+        status = json.loads(cli(["status", "--json"], FACEPIPE_PG_DSN=dsn).stdout)
         assert status["pgvector"]["faces"] is None and status["pgvector"]["error"], name
         if name == "raw":
             assert "%-encoded" in status["pgvector"]["error"]  # refused before libpq misreads it
-    cli(["status", "--json"], FACEPIPE_PG_DSN=down["url"])  # Qdrant embedded: Postgres alone fails
+    qdrant = {"QDRANT_URL": "http://127.0.0.1:9", "QDRANT_API_KEY": QDRANT_KEY, "FACEPIPE_PG_DSN": down["kv"]}
+    (failed,) = json.loads(cli(["index", "--json", "--quiet"], **qdrant).stdout)["failed_runs"]
+    assert "cannot reach the Qdrant at http://127.0.0.1:9" in failed or "Postgres at" in failed, failed
+    assert json.loads(cli(["status", "--json"], **qdrant).stdout)["qdrant"]["faces"] is None
 
     needles = forms(PASSWORD) | forms(QDRANT_KEY)
     for text in outputs:
