@@ -134,7 +134,7 @@ def test_hostile_passwords_never_reach_output_logs_or_files(env, hostile_role, t
         done = cli(["index", "--json", "--quiet"], FACEPIPE_PG_DSN=dsn)
         assert done.returncode == 1, (name, done.stderr[-2000:])
         (failed,) = json.loads(done.stdout)["failed_runs"]
-        assert "pgvector_faces failed: cannot use the Postgres at" in failed and "127.0.0.1" in failed, (name, failed)
+        assert "cannot use the Postgres at" in failed and "127.0.0.1" in failed, (name, failed)
         status = json.loads(cli(["status", "--json"], FACEPIPE_PG_DSN=dsn).stdout)
         assert status["pgvector"]["faces"] is None and status["pgvector"]["error"], name
         if name == "raw":
