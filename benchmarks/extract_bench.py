@@ -75,6 +75,16 @@ CORE_PHOTOS = [  # the dlib-engine lever runs on these only: dlib's own CNN take
     "cocoindex/Carter_welcomes_Reagan.jpg",
     "cocoindex/einplanck3.jpg",
 ]
+BIG_KEYS = [  # the 12 photos blown up to 12 MP (`--only big`): the labelled ones and a mix of the rest
+    *(k for k in BENCH_PHOTOS if k.startswith(("dlib_faces/", "cocoindex/"))),
+    "knn/alex_lacamoire/img1.jpg",
+    "knn/biden/biden.jpg",
+    "knn/obama/obama.jpg",
+    "knn/kit_harington/john1.jpeg",
+    "knn/rose_leslie/img1.jpg",
+]
+BIG_SIZE = (4000, 3000)
+BIG_PLACEMENT: dict[str, tuple[float, int, int]] = {}  # key -> (scale, x offset, y offset) in the 12 MP photo
 SOLVAY_PHOTOS = {"cocoindex/Solvay_conference_1927.jpg": "cocoindex/Solvay_conference_1927.jpg"}
 LIBRARY_SOURCES = [
     *BENCH_PHOTOS.values(),
@@ -123,6 +133,7 @@ class Row:
     photos: str = "bench"  # bench | core | solvay | library
     baseline: str | None = None
     data: str | None = None  # index rows: reuse this data folder name (second run)
+    spans: bool = False  # index rows: run through benchmarks/index_spans.py (where the time went)
 
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -244,9 +255,34 @@ SOLVAY_ROWS = [
 ]
 
 LIBRARY_ROWS = [
-    Row("library: facepipe index", "index", "`facepipe index` on the library, fresh", photos="library", data="lib"),
+    Row(
+        "library: facepipe index",
+        "index",
+        "`facepipe index` on the library, fresh",
+        photos="library",
+        data="lib",
+        spans=True,
+    ),
     Row("library: core, 2 workers", "core", "`extract_many` on the same photos, no Dagster", photos="library"),
     Row("library: 2nd index", "index", "nothing changed", photos="library", data="lib"),
+    Row(
+        "library: FACEPIPE_BATCH=256",
+        "index",
+        "`facepipe index`, fresh, one run of 200 photos instead of 4 of 64",
+        env={"FACEPIPE_BATCH": "256"},
+        photos="library",
+        data="lib256",
+        spans=True,
+        baseline="library: facepipe index",
+    ),
+    Row(
+        "17 photos: facepipe index",
+        "index",
+        "`facepipe index` on the 17 benchmark photos at their real size, fresh",
+        data="spans17",
+        spans=True,
+    ),
+    Row("17 photos: core, 2 workers", "core", "`extract_many` on the same photos, no Dagster"),
 ]
 
 
@@ -481,41 +517,6 @@ def child_main(spec: dict, out_path: Path) -> None:
     out_path.write_text(json.dumps(result))
 
 
-def timeline_main(dagster_home: Path) -> None:
-    """Where each Dagster run's time went, from the instance's event log (run in a subprocess)."""
-    import dagster as dg
-
-    runs = []
-    with dg.DagsterInstance.get() as instance:
-        for run in instance.get_runs():
-            events = instance.all_logs(run.run_id)
-            marks: dict[str, float] = {}
-            steps: dict[str, list[float]] = {}
-            body = None
-            for e in events:
-                kind = e.dagster_event.event_type_value if e.dagster_event else None
-                if kind in ("PIPELINE_START", "PIPELINE_SUCCESS", "PIPELINE_FAILURE"):
-                    marks[kind] = e.timestamp
-                if e.step_key and kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
-                    steps.setdefault(e.step_key, []).append(e.timestamp)
-                if body is None and kind == "ASSET_MATERIALIZATION" and e.step_key == "faces":
-                    seconds = e.dagster_event.event_specific_data.materialization.metadata.get("seconds")
-                    body = getattr(seconds, "value", None)
-            stamps = [e.timestamp for e in events]
-            runs.append(
-                {
-                    "run_id": run.run_id,
-                    "start": min(stamps),
-                    "end": max(stamps),
-                    "pipeline_start": marks.get("PIPELINE_START", min(stamps)),
-                    "steps": {k: max(v) - min(v) for k, v in steps.items()},
-                    "first_step": min((min(v) for v in steps.values()), default=min(stamps)),
-                    "faces_body": body,
-                }
-            )
-    print(json.dumps(sorted(runs, key=lambda r: r["start"])))
-
-
 # --------------------------------------------------------------------------------------------
 # The parent: run rows in subprocesses and measure them
 # --------------------------------------------------------------------------------------------
@@ -635,11 +636,14 @@ class Bench:
             folder = self.work / f"images-{name}"
             if name == "library":
                 self.sets[name] = make_library(folder, LIBRARY_SIZE)
+            elif name == "big":
+                self.sets[name] = make_big(folder)
             else:
                 chosen = {
                     "bench": BENCH_PHOTOS,
                     "core": {k: BENCH_PHOTOS[k] for k in CORE_PHOTOS},
                     "solvay": SOLVAY_PHOTOS,
+                    "big-originals": {k: BENCH_PHOTOS[k] for k in BIG_KEYS},
                 }[name]
                 files = {}
                 for key, source in chosen.items():
@@ -660,12 +664,18 @@ class Bench:
             data = self.work / f"data-{row.data}"
             env = clean_env(row.env, self.work / f"images-{row.photos}", data)
             cmd = [facepipe_command(), "index", "--json"]
+            spans_file = self.work / f"{slug}.spans.json"
+            if row.spans:
+                spans_script = str(Path(__file__).with_name("index_spans.py"))
+                cmd = [sys.executable, spans_script, str(spans_file), "index", "--json"]
             wall, cpu, other, peak, code = measure(cmd, env, log)
             if code != 0:
                 raise SystemExit(f"{label} failed ({code}):\n{log.read_text()[-3000:]}")
             faces, seconds = read_parquet(data / "parquet", photos)
             report = _last_json(log.read_text())
             extra = {"report": report, "data": str(data)}
+            if row.spans:
+                extra["spans"] = json.loads(spans_file.read_text())
             processed = report.get("processed", len(photos)) if report else len(photos)
             # A second run processes nothing: its rate is photos checked per second.
             m = Measured(row, len(photos), wall, cpu, other, peak, faces, seconds, extra=extra)
@@ -764,6 +774,9 @@ def quality(m: Measured) -> Quality:
     score = Score()
     for name, boxes in truth.items():
         key = f"dlib_faces/{name}"
+        if m.row.photos == "big" and key in BIG_PLACEMENT:
+            scale, dx, dy = BIG_PLACEMENT[key]
+            boxes = [(t * scale + dy, r * scale + dx, b * scale + dy, lf * scale + dx) for t, r, b, lf in boxes]
         if key in m.faces:
             score.add(boxes, [tuple(f["box"]) for f in m.faces[key]], MIN_IOU)
     q = Quality(
@@ -826,19 +839,6 @@ def make_library(folder: Path, size: int) -> dict[str, Path]:
         image.save(target, format="JPEG", quality=rng.choice((70, 85, 92)))
         files[key] = target
     return files
-
-
-def dagster_timeline(data: Path) -> list[dict]:
-    env = clean_env({}, None, data)
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--_timeline", str(data / "dagster")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -932,6 +932,7 @@ BLOCK_TITLES = {
     "results": "### Results",
     "library": "### Dagster overhead: `facepipe index` on a 200-photo library",
     "solvay": "### The Solvay photo (2560x1853, 29 faces): `--solvay`",
+    "big": "### 12 MP photos: `--only big`",
     "dlib": "### dlib builds: dlib-bin vs a source build (`--dlib-python`)",
 }
 
@@ -1125,45 +1126,140 @@ def run_main(bench: Bench, selected: set[str]) -> tuple[str, dict]:
     return "".join(out), summary
 
 
-def run_library(bench: Bench) -> str:
-    e2e = bench.run(LIBRARY_ROWS[0])
-    runs = dagster_timeline(Path(e2e.extra["data"]))  # before the second run adds its own
-    core = bench.run(LIBRARY_ROWS[1])
-    again = bench.run(LIBRARY_ROWS[2])
+DAGSTER_SHARE = (
+    "**Dagster's share**, as measured here: the wall time the `facepipe index` process spends in Dagster "
+    "code, that is the first import of `facepipe.defs` (which imports Dagster), creating or opening the "
+    "Dagster home, building the Definitions, the dynamic partitions, and each run "
+    "(`execute_in_process`) minus the facepipe work inside it; timed by spans around facepipe's own "
+    "work functions and Dagster's entry points (`benchmarks/index_spans.py`). facepipe's work: "
+    "extraction with Parquet and manifest (`index_batch`), exports, people, compaction, folder sync, "
+    "store clients and the embedded Postgres. Neither: interpreter start-up, facepipe's own imports, "
+    "the CLI and exit."
+)
+
+
+def breakdown(m: Measured) -> tuple[list[tuple[str, float]], float]:
+    """Rows of where the wall time went, from the spans of an index row, and Dagster's seconds."""
+    spans = m.extra["spans"]
     workers = os.cpu_count() or 1
-    busy = sum(e2e.seconds.values()) / workers  # the pool's extraction time if no worker ever idled
-    in_runs = sum(r["end"] - r["start"] for r in runs)
-    planned = sum(r["first_step"] - r["start"] for r in runs)
-    steps: dict[str, float] = {}
-    for r in runs:
-        for step, seconds in r["steps"].items():
-            steps[step] = steps.get(step, 0.0) + seconds
-    body = sum(r["faces_body"] or 0.0 for r in runs)
+    busy = sum(m.seconds.values()) / workers  # the pool's extraction time if no worker ever idled
+    outer, dagster = spans["outer"], spans["dagster"]
+    batch = outer.get("extraction + Parquet + manifest (index_batch)", 0.0)
+    runs = spans["calls"].get("runs (execute_in_process)", 0)
+    parts = [
+        ("facepipe: detection + embedding (sum of per-photo `seconds` / workers)", busy),
+        ("facepipe: rest of `index_batch` (pool start, Parquet, manifest, workers idle at the end)", batch - busy),
+        *(
+            (f"facepipe: {name}", sec)
+            for name, sec in sorted(outer.items(), key=lambda kv: -kv[1])
+            if not name.startswith("extraction")
+        ),
+        *(
+            (f"Dagster: {name}" + (f", {runs} runs" if name.startswith("runs") else ""), sec)
+            for name, sec in dagster.items()
+        ),
+    ]
+    accounted = sum(sec for _, sec in parts)
+    parts.append(("neither: interpreter, facepipe imports, CLI, exit (wall minus the above)", m.wall - accounted))
+    return parts, sum(dagster.values())
+
+
+def breakdown_table(m: Measured) -> str:
+    parts, dagster = breakdown(m)
+    lines = [f"| where the wall time of `{m.row.name}` went | seconds | share |\n|---|--:|--:|\n"]
+    lines.extend(f"| {name} | {sec:.2f} | {sec / m.wall:.1%} |\n" for name, sec in parts)
+    lines.append(f"| **Dagster's share** | **{dagster:.2f}** | **{dagster / m.wall:.1%}** |\n")
+    lines.append(f"| total wall | {m.wall:.2f} | 100% |\n")
+    return "".join(lines)
+
+
+def run_library(bench: Bench) -> str:
+    results = bench.results
+    for row in LIBRARY_ROWS:
+        bench.run(row)
+    e2e, core, again = (results[r.name] for r in LIBRARY_ROWS[:3])
+    workers = os.cpu_count() or 1
+    runs = e2e.extra["spans"]["calls"].get("runs (execute_in_process)", 0)
     lines = [
         f"{e2e.photos} photos made from the samples (long side {', '.join(map(str, LIBRARY_SIDES))} px, "
         f"half mirrored, JPEG quality 70/85/92), {e2e.face_count} faces, default settings, FACEPIPE_BATCH "
-        f"default (64 photos per run: {len(runs)} Dagster runs), {workers} workers.\n\n",
-        table([(r.name, bench.results[r.name]) for r in LIBRARY_ROWS], None, bench.results),
-        "\n| where the wall time of the first `facepipe index` went | seconds | share |\n|---|--:|--:|\n",
+        f"default (64 photos per run: {runs} Dagster runs with the compaction's), {workers} workers; and the "
+        "17 benchmark photos at their real size.\n\n",
+        table([(r.name, results[r.name]) for r in LIBRARY_ROWS], None, results),
+        f"\n{DAGSTER_SHARE}\n\n",
     ]
-    parts = [
-        ("detection + embedding: sum of per-photo `seconds` / workers", busy),
-        ("rest of `index_batch` (pool start, Parquet, manifest, workers idle at the end)", body - busy),
-        ("`faces` step minus `index_batch`: Dagster stores a materialization per photo", steps.get("faces", 0) - body),
-        *((f"step `{k}` (all runs)", v) for k, v in sorted(steps.items()) if k != "faces"),
-        ("run start before the first step: run record, a planned event per photo and asset", planned),
-        ("rest of the runs (between and after steps)", in_runs - planned - sum(steps.values())),
-        ("outside runs: interpreter, imports, folder sync, exit", e2e.wall - in_runs),
-    ]
-    lines.extend(f"| {name} | {sec:.1f} | {sec / e2e.wall:.0%} |\n" for name, sec in parts)
-    lines.append(f"| total wall | {e2e.wall:.1f} | 100% |\n")
+    for row in LIBRARY_ROWS:
+        if row.spans:
+            lines.append(breakdown_table(results[row.name]) + "\n")
+    shares = {r.name: breakdown(results[r.name])[1] / results[r.name].wall for r in LIBRARY_ROWS if r.spans}
+    small = results["17 photos: facepipe index"]
+    small_core = results["17 photos: core, 2 workers"]
     lines.append(
-        f"\nNot detection or embedding: {1 - busy / e2e.wall:.0%} of the wall time (target < 10%). "
-        f"`facepipe index` took {e2e.wall / core.wall:.2f}x the wall time and {e2e.cpu / core.cpu:.2f}x the CPU time "
-        f"of `extract_many` alone on the same photos. A second `facepipe index` with nothing to do: "
-        f"{again.wall:.1f} s.\n"
+        f"Dagster's share: {shares[LIBRARY_ROWS[0].name]:.1%} on the 200-photo library (target < 10%), "
+        f"{shares['library: FACEPIPE_BATCH=256']:.1%} with FACEPIPE_BATCH=256, "
+        f"{shares[small.row.name]:.1%} on the 17 photos (target < 5%). "
+        f"`facepipe index` took {e2e.wall / core.wall:.2f}x the wall time and {e2e.cpu / core.cpu:.2f}x the CPU "
+        f"time of `extract_many` alone on the 200 photos, {small.wall / small_core.wall:.2f}x "
+        f"the wall time on the 17. A second `facepipe index` with nothing to do: {again.wall:.1f} s.\n"
     )
     return "".join(lines)
+
+
+BIG_ROWS = [
+    Row("12 MP: core, 2 workers", "core", "default extraction (pool of 2) on the 12 photos at 4000x3000", photos="big"),
+    Row(
+        "12 MP: facepipe index",
+        "index",
+        "`facepipe index` on the 12 photos at 4000x3000, fresh data folder",
+        photos="big",
+        data="big",
+    ),
+    Row(
+        "originals: core, 2 workers",
+        "core",
+        "default extraction on the same 12 photos at their size",
+        photos="big-originals",
+    ),
+]
+
+
+def make_big(folder: Path) -> dict[str, Path]:
+    """Each photo scaled up (bicubic) to fit 4000x3000, centred on a grey 12 MP canvas: the faces grow with
+    the photo, so the smallest face to find is larger but the detector searches 12 MP."""
+    from PIL import Image, ImageOps
+
+    files = {}
+    for key in BIG_KEYS:
+        with Image.open(DATA / BENCH_PHOTOS[key]) as img:
+            image = ImageOps.exif_transpose(img).convert("RGB")
+        scale = min(BIG_SIZE[0] / image.width, BIG_SIZE[1] / image.height)
+        size = (round(image.width * scale), round(image.height * scale))
+        canvas = Image.new("RGB", BIG_SIZE, (128, 128, 128))
+        dx, dy = (BIG_SIZE[0] - size[0]) // 2, (BIG_SIZE[1] - size[1]) // 2
+        canvas.paste(image.resize(size, Image.Resampling.BICUBIC), (dx, dy))
+        BIG_PLACEMENT[key] = (scale, dx, dy)
+        target = folder / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(target, format="JPEG", quality=90)
+        files[key] = target
+    return files
+
+
+def run_big(bench: Bench) -> str:
+    for row in BIG_ROWS:
+        bench.run(row)
+    big, e2e, small = (bench.results[r.name] for r in BIG_ROWS)
+    same = sum(len(big.faces.get(k) or []) == len(small.faces.get(k) or []) for k in BIG_KEYS)
+    return (
+        f"{len(BIG_KEYS)} of the benchmark photos, each scaled up (bicubic) to fit 4000x3000 and centred on a grey "
+        "4000x3000 canvas (made by the benchmark, not kept), JPEG quality 90; recall on the 4 labelled photos with "
+        "the labels scaled and moved the same way.\n\n"
+        + table([(r.name, bench.results[r.name]) for r in BIG_ROWS], None, bench.results)
+        + f"\nFaces found: {big.face_count} at 12 MP vs {small.face_count} at the original size; the same count on "
+        f"{same} of {len(BIG_KEYS)} photos. 12 MP: {big.photos_per_s:.2f} photos/s and {big.faces_per_s:.1f} faces/s "
+        f"in extraction, {e2e.photos_per_s:.2f} photos/s end to end; peak RSS {big.peak_mb:.0f} MB "
+        f"(extraction, 2 workers) and {e2e.peak_mb:.0f} MB (`facepipe index`).\n"
+    )
 
 
 def run_solvay(bench: Bench) -> str:
@@ -1177,7 +1273,7 @@ def run_solvay(bench: Bench) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="main,levers,library", help="comma-separated: main, levers, library")
+    parser.add_argument("--only", default="main,levers,library", help="comma-separated: main, levers, library, big")
     parser.add_argument("--solvay", action="store_true", help="only the Solvay photo: reference vs facepipe")
     parser.add_argument("--no-write", action="store_true", help="print the results, leave BENCHMARKS.md alone")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs, data folders)")
@@ -1189,13 +1285,9 @@ def main() -> None:
     parser.add_argument("--_dlib_speed", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_out", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--_timeline", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
         child_main(json.loads(args._child.read_text()), args._out)
-        return
-    if args._timeline:
-        timeline_main(args._timeline)
         return
     if args._dlib_speed:
         dlib_speed_main(args._dlib_speed)
@@ -1218,6 +1310,8 @@ def main() -> None:
                 blocks["results"], _ = run_main(bench, selected)
             if "library" in selected:
                 blocks["library"] = run_library(bench)
+            if "big" in selected:
+                blocks["big"] = run_big(bench)
     finally:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)

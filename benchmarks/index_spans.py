@@ -1,0 +1,146 @@
+"""`facepipe ...` with timing spans around facepipe's own work and Dagster's, for extract_bench's breakdown.
+
+    python benchmarks/index_spans.py OUT.json index --json
+
+Runs `facepipe.cli.main(argv)` in this process after wrapping, by attribute, the functions that do
+facepipe's work (extraction and Parquet, exports, people, compaction, folder sync, store clients,
+the embedded Postgres) and the Dagster entry points (the first import of `facepipe.defs.indexer`,
+which pulls in Dagster, and `JobDefinition.execute_in_process`). Each span's time counts once: a
+facepipe span inside another facepipe span is recorded under `nested` only, and facepipe work inside
+a Dagster run is taken off the run. What is left of a run is Dagster's (run record, planned events,
+step launch, materialization events and metadata, the run's end). Writes the spans as JSON at exit.
+
+Nothing here changes what the command does: the wrappers call the originals and only read a clock.
+"""
+
+from __future__ import annotations
+
+import atexit
+import builtins
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+ORIGIN = time.time()  # as close to the interpreter's start as this module gets; the process start is below
+
+outer: dict[str, float] = {}  # facepipe work not inside other facepipe work, by span
+nested: dict[str, float] = {}  # facepipe work inside other facepipe work (already counted in `outer`)
+calls: dict[str, int] = {}
+dagster: dict[str, float] = {}  # Dagster spans minus the facepipe work inside them
+_stack: list[list] = []  # [kind, name, started, facepipe seconds inside]
+marks: dict[str, float] = {}
+
+
+def _span(kind: str, name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        in_facepipe = any(frame[0] == "facepipe" for frame in _stack)
+        frame = [kind, name, time.perf_counter(), 0.0]
+        _stack.append(frame)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _stack.pop()
+            seconds = time.perf_counter() - frame[2]
+            calls[name] = calls.get(name, 0) + 1
+            if kind == "facepipe":
+                if in_facepipe:
+                    nested[name] = nested.get(name, 0.0) + seconds
+                else:
+                    outer[name] = outer.get(name, 0.0) + seconds
+                    if _stack:  # inside a Dagster span: not Dagster's time
+                        _stack[-1][3] += seconds
+            else:
+                dagster[name] = dagster.get(name, 0.0) + seconds - frame[3]
+                if _stack:
+                    _stack[-1][3] += seconds  # counted here already: not the enclosing span's own time
+
+    return wrapper
+
+
+def _patch(owner, attribute: str, kind: str, name: str) -> None:
+    setattr(owner, attribute, _span(kind, name, getattr(owner, attribute)))
+
+
+def install() -> None:
+    """Wrap the work functions before anything binds them by name (facepipe.defs imports them later)."""
+    from facepipe import cli, exports, indexing, library, sync
+    from facepipe.compaction import Compactor
+    from facepipe.people.library import People
+    from facepipe.stores import embedded_pg
+
+    _patch(indexing, "index_batch", "facepipe", "extraction + Parquet + manifest (index_batch)")
+    _patch(exports, "export_images", "facepipe", "exports to the stores (export_images)")
+    _patch(People, "update", "facepipe", "people clustering (People.update)")
+    _patch(People, "is_stale", "facepipe", "people staleness check")
+    _patch(Compactor, "run", "facepipe", "compaction (Compactor.run)")
+    _patch(Compactor, "is_stale", "facepipe", "compaction staleness check")
+    _patch(sync, "plan", "facepipe", "folder sync (plan, commit, up-to-date check)")
+    _patch(sync, "commit", "facepipe", "folder sync (plan, commit, up-to-date check)")
+    _patch(cli, "_up_to_date", "facepipe", "folder sync (plan, commit, up-to-date check)")
+    _patch(library.Library, "stores", "facepipe", "store clients open/close")
+    _patch(library.Library, "close", "facepipe", "store clients open/close")
+    _patch(embedded_pg, "embedded_postgres", "facepipe", "embedded Postgres start")
+    _patch(embedded_pg.EmbeddedPostgres, "attach", "facepipe", "embedded Postgres start")
+
+    original_import = builtins.__import__
+
+    def timed_import(name, *args, **kwargs):
+        if name == "facepipe.defs.indexer" and name not in sys.modules:
+            started = time.perf_counter()
+            try:
+                return original_import(name, *args, **kwargs)
+            finally:
+                dagster["import dagster + facepipe.defs"] = time.perf_counter() - started
+                _wrap_dagster()
+        return original_import(name, *args, **kwargs)
+
+    builtins.__import__ = timed_import
+
+
+def _wrap_dagster() -> None:
+    import dagster as dg
+
+    from facepipe.defs import indexer
+
+    if getattr(dg.JobDefinition.execute_in_process, "__wrapped__", None) is None:
+        _patch(dg.JobDefinition, "execute_in_process", "dagster", "runs (execute_in_process)")
+    _patch(indexer, "run_index", "dagster", "run_index, the rest (instance, dynamic partitions, progress)")
+    _patch(indexer, "ensure_dagster_home", "dagster", "Dagster home: dagster.yaml, storage created or migrated")
+    _patch(indexer, "build_definitions", "dagster", "Definitions built (assets, checks, jobs, sensors)")
+
+
+def process_start() -> float:
+    """The process's start (from /proc), so interpreter start-up before this module is counted too."""
+    import os
+
+    ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> int:
+    out, argv = Path(sys.argv[1]), sys.argv[2:]
+    started = process_start()
+    marks["before_main"] = time.time() - started
+
+    def write() -> None:
+        marks["until_exit"] = time.time() - started
+        doc = {"outer": outer, "nested": nested, "dagster": dagster, "calls": calls, "marks": marks}
+        out.write_text(json.dumps(doc))
+
+    atexit.register(write)  # registered first, so it runs after the others (pool and server shutdown)
+    install()
+    from facepipe import cli
+
+    t0 = time.time()
+    code = cli.main(argv)
+    marks["main"] = time.time() - t0
+    marks["after_main_start"] = time.time() - started
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
