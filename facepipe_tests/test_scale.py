@@ -270,3 +270,37 @@ def test_the_event_log_subclass_names_what_a_dagster_upgrade_removed(env, monkey
     monkeypatch.setattr(dg, "__version__", "1.14.0")
     with pytest.raises(storage.DagsterInternalsChanged, match=r"Dagster 1\.14\.0"):
         storage.check_dagster_internals()
+
+
+def test_new_run_and_index_databases_are_the_ones_dagster_makes(tmp_path):
+    """The fast `_initdb` leaves the same schema, WAL mode and alembic revision as Dagster's own, and Dagster's
+    storage opens the files without migrating them."""
+    ours = FastSqliteEventLogStorage(str(tmp_path / "ours"))
+    stock = SqliteEventLogStorage(str(tmp_path / "stock"))
+    for storage in (ours, stock):
+        with storage.run_connection("run1"):
+            pass
+        with storage.index_connection():
+            pass
+        storage.dispose()
+
+    def describe(path: Path) -> tuple:
+        with sqlite3.connect(path) as db:
+            schema = db.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'facepipe%' ORDER BY name"
+            ).fetchall()
+            return (
+                schema,
+                db.execute("SELECT * FROM alembic_version").fetchall(),
+                db.execute("PRAGMA journal_mode").fetchall(),
+            )
+
+    for name in ("run1.db", "index.db"):
+        mine, dagsters = describe(tmp_path / "ours" / name), describe(tmp_path / "stock" / name)
+        assert mine == dagsters and mine[1] and mine[2] == [("wal",)], name
+
+    reopened = SqliteEventLogStorage(str(tmp_path / "ours"))
+    with reopened.run_connection("run1"):
+        pass
+    assert reopened.get_logs_for_run("run1") == []
+    reopened.dispose()
