@@ -252,6 +252,7 @@ SOLVAY_ROWS = [
     Row("core, 2 workers", "core", "facepipe's default extraction, pool of 2", photos="solvay"),
     Row("core, 1 worker", "core", "one process, one thread", workers=1, env=ONE_THREAD, photos="solvay"),
     Row("core, hog min32", "core", "HOG, min face 32, pool of 2", env={"FACEPIPE_DETECTOR": "hog"}, photos="solvay"),
+    Row("facepipe index", "index", "`facepipe index`, fresh data folder", photos="solvay", data="solvay"),
 ]
 
 LIBRARY_ROWS = [

@@ -16,7 +16,7 @@ from facepipe.faces.extract import ExtractSettings
 
 DEFAULT_IMAGES = "data/images"
 DEFAULT_DATA = "data"
-DEFAULT_BATCH = 64
+DEFAULT_BATCH = 256
 DEFAULT_MAX_DELETE_SHARE = 0.5
 DEFAULT_RENDERS = 2
 

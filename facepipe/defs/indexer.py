@@ -18,7 +18,7 @@ from tqdm import tqdm
 from facepipe import indexing, sync
 from facepipe.consistency import compare
 from facepipe.defs.build import build_definitions
-from facepipe.defs.compaction import refresh_compaction
+from facepipe.defs.compaction import compact_in_process
 from facepipe.defs.instance import QUIET_CONSOLE, ensure_dagster_home
 from facepipe.defs.partitions import images_partitions
 from facepipe.defs.people import INDEX_JOB, refresh_people
@@ -115,9 +115,9 @@ def run_index(
         library.close()
     # The consolidated Parquet for analytics (parquet/compact/): only the shards whose photos moved.
     if library.compactor.is_stale():
-        compacted = refresh_compaction(defs, instance)
-        if not compacted.success:
-            report.failed_runs.append(f"faces_compacted (run {compacted.run_id}): {failure(compacted)}")
+        error = compact_in_process(library, instance)
+        if error:
+            report.failed_runs.append(error)
     report.people.setdefault("persons", len(library.people.list()))
     report.seconds = time.perf_counter() - started
     return report
