@@ -267,12 +267,12 @@ LIBRARY_ROWS = [
     Row("library: core, 2 workers", "core", "`extract_many` on the same photos, no Dagster", photos="library"),
     Row("library: 2nd index", "index", "nothing changed", photos="library", data="lib"),
     Row(
-        "library: FACEPIPE_BATCH=256",
+        "library: FACEPIPE_BATCH=64",
         "index",
-        "`facepipe index`, fresh, one run of 200 photos instead of 4 of 64",
-        env={"FACEPIPE_BATCH": "256"},
+        "`facepipe index`, fresh, 4 runs of 64 photos (the old default) instead of one of 200",
+        env={"FACEPIPE_BATCH": "64"},
         photos="library",
-        data="lib256",
+        data="lib64",
         spans=True,
         baseline="library: facepipe index",
     ),
@@ -1184,7 +1184,7 @@ def run_library(bench: Bench) -> str:
     lines = [
         f"{e2e.photos} photos made from the samples (long side {', '.join(map(str, LIBRARY_SIDES))} px, "
         f"half mirrored, JPEG quality 70/85/92), {e2e.face_count} faces, default settings, FACEPIPE_BATCH "
-        f"default (64 photos per run: {runs} Dagster runs with the compaction's), {workers} workers; and the "
+        f"default ({runs} Dagster run(s)), {workers} workers; and the "
         "17 benchmark photos at their real size.\n\n",
         table([(r.name, results[r.name]) for r in LIBRARY_ROWS], None, results),
         f"\n{DAGSTER_SHARE}\n\n",
@@ -1197,7 +1197,7 @@ def run_library(bench: Bench) -> str:
     small_core = results["17 photos: core, 2 workers"]
     lines.append(
         f"Dagster's share: {shares[LIBRARY_ROWS[0].name]:.1%} on the 200-photo library (target < 10%), "
-        f"{shares['library: FACEPIPE_BATCH=256']:.1%} with FACEPIPE_BATCH=256, "
+        f"{shares['library: FACEPIPE_BATCH=64']:.1%} with FACEPIPE_BATCH=64, "
         f"{shares[small.row.name]:.1%} on the 17 photos (target < 5%). "
         f"`facepipe index` took {e2e.wall / core.wall:.2f}x the wall time and {e2e.cpu / core.cpu:.2f}x the CPU "
         f"time of `extract_many` alone on the 200 photos, {small.wall / small_core.wall:.2f}x "
