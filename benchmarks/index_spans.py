@@ -66,10 +66,11 @@ def _patch(owner, attribute: str, kind: str, name: str) -> None:
 
 def install() -> None:
     """Wrap the work functions before anything binds them by name (facepipe.defs imports them later)."""
-    from facepipe import cli, exports, indexing, library, sync
+    from facepipe import cli, exports, indexing, library, manifest, sync
     from facepipe.compaction import Compactor
     from facepipe.people.library import People
     from facepipe.stores import embedded_pg
+    from facepipe.stores.parquet import ParquetStore
 
     _patch(indexing, "index_batch", "facepipe", "extraction + Parquet + manifest (index_batch)")
     _patch(exports, "export_images", "facepipe", "exports to the stores (export_images)")
@@ -84,6 +85,10 @@ def install() -> None:
     _patch(library.Library, "close", "facepipe", "store clients open/close")
     _patch(embedded_pg, "embedded_postgres", "facepipe", "embedded Postgres start")
     _patch(embedded_pg.EmbeddedPostgres, "attach", "facepipe", "embedded Postgres start")
+    _patch(embedded_pg.EmbeddedPostgres, "detach", "facepipe", "embedded Postgres stop")
+    _patch(People, "list", "facepipe", "people count")
+    _patch(ParquetStore, "sweep_temp_files", "facepipe", "folder sync (plan, commit, up-to-date check)")
+    _patch(manifest.Manifest, "keys", "facepipe", "folder sync (plan, commit, up-to-date check)")
 
     original_import = builtins.__import__
 
