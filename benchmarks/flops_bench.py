@@ -7,7 +7,8 @@ Per photo: detection FLOPs = the working pixels of every tile of facepipe's tili
 FLOPs per input pixel (counted from its layer list below); encoding FLOPs = faces x the ResNet's
 FLOPs, counted from the ONNX graph facepipe runs (every Conv and Gemm/MatMul; elementwise ops are
 left out, under 1%). The peak is a float32 numpy matmul (2048^3) on one thread, measured in the
-same run; the two cores are twice that. Measured times are best of 2 per photo, after a warm-up.
+same run; the two cores are twice that. Times are CPU seconds of the one-thread process (robust to
+other jobs on a shared machine), best of 2 per photo, after a warm-up.
 Writes its block of BENCHMARKS.md (between `flops_bench` markers).
 """
 
@@ -95,9 +96,10 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
 
 
 def _timed(fn, *args) -> float:
-    started = time.perf_counter()
+    """CPU seconds of this (one-thread) process: on a shared machine, wall time also counts the waits."""
+    started = time.process_time()
     fn(*args)
-    return time.perf_counter() - started
+    return time.process_time() - started
 
 
 def upscaled(path: Path) -> bytes:
@@ -182,7 +184,7 @@ def main() -> None:
         f"the matmul peak); the encoder on a batch of 8 chips {network_s * 1e3:.1f} ms per face = "
         f"{per_face / network_s / 1e9:.1f} GFLOP/s ({per_face / network_s / 1e9 / peak:.0%}).\n\n",
         "| photo | MP | MP searched (tiles, all levels) | faces | detect GFLOP | encode GFLOP | decode s | detect s "
-        "| landmarks + encode s | measured s | at peak s (1 core) | measured / at peak |\n",
+        "| landmarks + encode s | measured CPU s | at peak s (1 core) | measured / at peak |\n",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     ]
     totals = np.zeros(6)
@@ -198,7 +200,7 @@ def main() -> None:
     d_gf, e_gf, faces, measured, ideal, n = totals
     lines.append(
         f"\nThe 17 benchmark photos: {d_gf + e_gf:.1f} GFLOP ({d_gf:.1f} detection, {e_gf:.1f} encoding of {faces:.0f} "
-        f"faces), {(d_gf + e_gf) / n:.2f} GFLOP per photo. On one thread they took {measured:.2f} s; at the matmul "
+        f"faces), {(d_gf + e_gf) / n:.2f} GFLOP per photo. On one thread they took {measured:.2f} CPU s; at the matmul "
         f"peak {ideal:.2f} s on one core, {ideal / 2:.2f} s on two: measured is {measured / ideal:.1f}x the "
         f"one-core limit, and the pool of 2 ({measured / 2:.2f} s if it scaled perfectly) {measured / ideal:.1f}x "
         f"the two-core limit ({ideal / 2:.2f} s, {n / (ideal / 2):.0f} photos/s).\n"
