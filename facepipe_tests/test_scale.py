@@ -304,3 +304,27 @@ def test_new_run_and_index_databases_are_the_ones_dagster_makes(tmp_path):
         pass
     assert reopened.get_logs_for_run("run1") == []
     reopened.dispose()
+
+
+def test_a_failed_compaction_at_the_end_of_index_is_reported_and_retried_next_time(env, monkeypatch):
+    """Compaction runs in `facepipe index`'s process (no Dagster run): a failure names it, the per-photo
+    Parquet stays, and the next index compacts and records the materialization."""
+    keys = noise_photos(env.images, 3)
+
+    def disk_full(self):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Compactor, "run", disk_full)  # the fault the real part cannot produce on demand
+        report = run_index(env.library(), show_progress=False)
+    assert report.processed == 3 and report.failed_runs == ["faces_compacted failed: OSError: No space left on device"]
+    instance = dg.DagsterInstance.get()
+    assert set(instance.get_materialized_partitions(FACES)) == set(keys)
+    assert instance.get_latest_materialization_event(dg.AssetKey("faces_compacted")) is None
+
+    again = run_index(env.library(), show_progress=False)
+    assert (again.processed, again.failed_runs) == (0, [])
+    event = instance.get_latest_materialization_event(dg.AssetKey("faces_compacted"))
+    assert event is not None and event.asset_materialization.metadata["files_read"].value == 3
+    compacted = duckdb.sql(f"SELECT count(*) FROM '{env.data}/parquet/compact/images-*.parquet'").fetchall()
+    assert compacted == [(3,)]
