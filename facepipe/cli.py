@@ -16,6 +16,7 @@ from pathlib import Path
 
 from facepipe import settings as settings_module
 from facepipe.library import Library, LibraryError
+from facepipe.statedb import StateError
 from facepipe.statefiles import StateFileError
 from facepipe.stores import registry
 from facepipe.stores.base import StoreError
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         settings_module.reload()  # each command sees the environment as it is now
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, LibraryError, settings_module.SettingsError, StateFileError) as exc:
+    except (UsageError, LibraryError, settings_module.SettingsError, StateFileError, StateError) as exc:
         print(f"facepipe: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:  # a store that is down or refuses us: its message names it, no traceback

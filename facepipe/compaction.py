@@ -130,8 +130,19 @@ class Compactor:
         files = all(self.shard_file(d.kind, s).exists() for d in DATASETS for s in range(self.shards))
         return row is not None and int(row[0]) == self.shards and files
 
+    @property
+    def supported(self) -> bool:
+        """Compaction works on a local Parquet folder; in a bucket the per-photo files are left as they are
+        (not built yet: its state and shard rewrites would need the object store and a lock across nodes)."""
+        return not self.parquet.remote
+
+    def exists(self) -> bool:
+        return self.supported and self.folder.exists()
+
     def is_stale(self) -> bool:
         """True when a per-photo file appeared, changed or went since the last run (a stat of each, no reading)."""
+        if not self.supported:
+            return False
         if not (self.folder / STATE_FILE).exists():
             return True
         with self._db() as db:
@@ -149,6 +160,8 @@ class Compactor:
     def run(self) -> CompactReport:
         started = time.perf_counter()
         report = CompactReport()
+        if not self.supported:
+            return report
         with self._db() as db:
             rebuild = not self._layout_ok(db)
             if rebuild:

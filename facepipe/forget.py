@@ -41,7 +41,7 @@ def erase_faces(library: Library, face_ids: Iterable[str]) -> int:
 def refresh_compacted(library: Library) -> None:
     """The consolidated analytics copy holds the faces too: rewrite the shards that held erased ones now,
     not at the next scheduled compaction."""
-    if library.compactor.folder.exists():
+    if library.compactor.exists():
         library.compactor.run()
 
 

@@ -5,6 +5,8 @@ Shared by the `faces` asset (every run, UI or CLI) so there is one way faces get
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,8 +81,15 @@ def index_batch(library: Library, keys: Sequence[str], force: bool = False) -> B
     summary.photos.extend(_skipped(library, [k for k in keys if k not in todo_set]))
     marks: list[tuple[str, str, str, str]] = []
     flushed = time.monotonic()
+    staging = contextlib.ExitStack()
     try:
-        for record in extract_many(jobs_for(todo, images_root), settings, workers):
+        if isinstance(images_root, Path):
+            jobs = jobs_for(todo, images_root)
+        else:  # photos in a bucket: this batch is copied to a local folder the extractor reads, then dropped
+            library.data.mkdir(parents=True, exist_ok=True)
+            folder = staging.enter_context(tempfile.TemporaryDirectory(prefix=".photos-", dir=library.data))
+            jobs = library.images.stage(todo, Path(folder))
+        for record in extract_many(jobs, settings, workers):
             if forgotten:  # faces the user erased stay erased when their photo is processed again
                 record.faces = [f for f in record.faces if f.face_id not in forgotten]
             parquet.write(record)
@@ -102,6 +111,7 @@ def index_batch(library: Library, keys: Sequence[str], force: bool = False) -> B
                 hook(record)
     finally:
         manifest.mark_indexed_many(marks)
+        staging.close()
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -19,8 +19,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from facepipe.manifest import SCHEMA as MANIFEST_SCHEMA
 from facepipe.manifest import Manifest
-from facepipe.settings import Settings, current
+from facepipe.objects import BucketImages, s3_filesystem
+from facepipe.settings import Settings, current, location
+from facepipe.statedb import PostgresDB
 from facepipe.stores import registry
 from facepipe.stores.base import FaceStore
 from facepipe.stores.parquet import ParquetStore
@@ -43,11 +46,15 @@ class Library:
         self.settings = settings
         self.data = settings.data
         record = self._read_record()
-        self.recorded_root: Path | None = Path(record["images_root"]) if record.get("images_root") else None
+        self.recorded_root: Path | str | None = location(record["images_root"]) if record.get("images_root") else None
         requested = settings.with_images(images).images
-        self.requested_root: Path | None = requested
-        self.root: Path = self.recorded_root or requested or settings.default_images
-        self.parquet = ParquetStore(self.data / "parquet")
+        self.requested_root: Path | str | None = requested
+        self.root: Path | str = self.recorded_root or requested or settings.default_images
+        """The images folder, or the s3:// URL of the photos."""
+        if settings.data_url:  # the Parquet in the bucket, shared by every node; the rest stays local
+            self.parquet = ParquetStore(f"{settings.data_url}/parquet", fs=s3_filesystem(settings.s3))
+        else:
+            self.parquet = ParquetStore(self.data / "parquet")
         self._stores: dict[str, FaceStore] | None = None
 
     @classmethod
@@ -86,6 +93,8 @@ class Library:
         """Why the images folder cannot be read as the truth about the photos now, or None."""
         if self.conflict:
             return self.conflict
+        if isinstance(self.images, BucketImages):
+            return self.images.problem()
         if not self.root.exists():
             return (
                 f"the images folder {self.root} does not exist (an unmounted disk, or moved?); nothing was deleted"
@@ -113,7 +122,7 @@ class Library:
         """Write down the images folder and where the stores are (never a secret)."""
         doc = {
             "images_root": str(self.root),
-            "stores": {spec.name: spec.describe(self.settings) for spec in registry.specs()},
+            "stores": self._store_locations(),
         }
         if self._read_record() == doc:
             return
@@ -125,19 +134,46 @@ class Library:
         self.recorded_root = self.root
 
     def banner(self) -> str:
-        return f"library {self.data}, images {self.root}"
+        return f"library {self.settings.data_url or self.data}, images {self.root}"
 
     # -- what the library holds -----------------------------------------------------------------------
 
+    @property
+    def images(self) -> Path | BucketImages:
+        """Where the photos are read from: the folder, or the bucket."""
+        if isinstance(self.root, str):
+            return BucketImages(self.root, s3_filesystem(self.settings.s3))
+        return self.root
+
     @cached_property
     def manifest(self) -> Manifest:
-        return Manifest(self.data / "manifest.sqlite", self.root)
+        dsn = self.settings.pg_dsn
+        local = self.data / "manifest.sqlite"
+        db = PostgresDB(dsn, MANIFEST_SCHEMA, name="manifest", import_from=local) if dsn else local
+        manifest = Manifest(db, self.images)
+        moved = self.moved_stores()
+        if moved:  # what the old location held says nothing about the new one: export there again
+            keys = manifest.keys()
+            for name in moved:
+                manifest.reset_exports(keys, name)
+        return manifest
+
+    def _store_locations(self) -> dict[str, str]:
+        return {spec.name: spec.describe(self.settings) for spec in registry.specs(self.settings)}
+
+    def moved_stores(self) -> list[str]:
+        """Stores now somewhere else than the library recorded (embedded -> a server, another server)."""
+        recorded = self._read_record().get("stores") or {}
+        return [name for name, where in self._store_locations().items() if recorded.get(name, where) != where]
 
     @cached_property
     def people(self) -> People:
         from facepipe.people import People
+        from facepipe.people.state import SCHEMA, STATE_FILE
 
-        return People(self.data, self.parquet)
+        dsn = self.settings.pg_dsn
+        db = PostgresDB(dsn, SCHEMA, name="people", import_from=self.data / STATE_FILE) if dsn else None
+        return People(self.data, self.parquet, db)
 
     @cached_property
     def compactor(self) -> Compactor:
@@ -148,15 +184,15 @@ class Library:
     def stores(self) -> dict[str, FaceStore]:
         """Every registered vector store, built on first use (no client connects before it is used)."""
         if self._stores is None:
-            self._stores = {spec.name: spec.build(self.settings) for spec in registry.specs()}
+            self._stores = {spec.name: spec.build(self.settings) for spec in registry.specs(self.settings)}
         return self._stores
 
     @property
     def store_names(self) -> list[str]:
-        return registry.names()
+        return registry.names(self.settings)
 
     def store(self, name: str) -> FaceStore:
-        registry.spec(name)  # a clear error for an unknown name
+        registry.spec(name, self.settings)  # a clear error for an unknown name
         return self.stores()[name]
 
     def close(self) -> None:

@@ -8,14 +8,14 @@ tick over an unchanged folder reads no file content.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facepipe.keys import UnsafeKeyError, key_for_relpath, path_for_key
-from facepipe.statefiles import damage_named
+from facepipe.objects import BucketImages
+from facepipe.statedb import Connection, SqliteDB, StateDB
 from facepipe.walk import walk_files
 
 IMAGE_SUFFIXES = frozenset(
@@ -85,27 +85,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+SCHEMA = _SCHEMA
+"""The manifest's tables (SQLite text; `facepipe.statedb` derives the Postgres DDL from it)."""
+
+
+def sqlite_manifest_db(db_path: Path) -> SqliteDB:
+    # No fsync per commit (WAL stays consistent); a power cut can only lose the last marks,
+    # and a photo not marked indexed is simply indexed again.
+    return SqliteDB(db_path, SCHEMA, durable=False, way_out=WAY_OUT)
+
+
 class Manifest:
-    def __init__(self, db_path: Path, images_root: Path):
-        self.db_path = db_path
-        self.images_root = images_root.resolve()
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+    """The manifest of one images folder, in SQLite (a path) or any `StateDB` (Postgres: shared by nodes)."""
+
+    def __init__(self, db: Path | StateDB, images_root: Path | BucketImages):
+        self.db = sqlite_manifest_db(db) if isinstance(db, Path) else db
+        self.db_path: Path | None = getattr(self.db, "path", None)
+        self.images_root = images_root if isinstance(images_root, BucketImages) else images_root.resolve()
+        with self._db():
+            pass  # create the tables now: a bad DSN or an unwritable folder fails here, not mid-run
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        with damage_named(self.db_path, WAY_OUT):
-            db = sqlite3.connect(self.db_path, timeout=60)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                # No fsync per commit (WAL stays consistent); a power cut can only lose the last marks,
-                # and a photo not marked indexed is simply indexed again.
-                db.execute("PRAGMA synchronous=NORMAL")
-                with db:
-                    yield db
-            finally:
-                db.close()
+    def _db(self) -> Iterator[Connection]:
+        """One transaction per call: a failed call leaves the manifest as it was."""
+        with self.db.writing() as db:
+            yield db
 
     def diff(self) -> SyncPlan:
         """How the folder differs from the manifest; writes nothing, so a failed caller loses nothing."""
@@ -114,7 +118,7 @@ class Manifest:
             known = {row[0]: row[1:] for row in db.execute("SELECT key, size, mtime_ns, sha256 FROM files")}
             forgotten = {row[0] for row in db.execute("SELECT key FROM forgotten_images")}
         seen: set[str] = set()
-        for key, size, mtime_ns in scan(self.images_root):
+        for key, size, mtime_ns in self._scan():
             if key in forgotten:
                 continue
             seen.add(key)
@@ -123,7 +127,7 @@ class Manifest:
                 plan.unchanged += 1
                 continue
             try:
-                digest = file_sha256(path_for_key(key, self.images_root))
+                digest = self._sha256(key)
             except (OSError, UnsafeKeyError):
                 continue  # vanished or unreadable between scan and hash: the next diff decides
             plan.stats[key] = (size, mtime_ns, digest)
@@ -137,6 +141,17 @@ class Manifest:
         plan.new.sort()
         plan.changed.sort()
         return plan
+
+    def _scan(self) -> Iterator[tuple[str, int, int]]:
+        """A folder's files with their stat, or a bucket's objects with size and LastModified."""
+        if isinstance(self.images_root, BucketImages):
+            return self.images_root.scan(IMAGE_SUFFIXES)
+        return scan(self.images_root)
+
+    def _sha256(self, key: str) -> str:
+        if isinstance(self.images_root, BucketImages):
+            return self.images_root.sha256(key)
+        return file_sha256(path_for_key(key, self.images_root))
 
     def apply(self, plan: SyncPlan) -> None:
         """Record a diff once its consequences (runs requested, deleted faces erased) are under way."""
@@ -154,7 +169,8 @@ class Manifest:
         """Keys whose current content was never indexed with these settings."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT key FROM files WHERE indexed_sha256 IS NOT sha256 OR indexed_version IS NOT ? ORDER BY key",
+                "SELECT key FROM files WHERE indexed_sha256 IS DISTINCT FROM sha256 "
+                "OR indexed_version IS DISTINCT FROM ? ORDER BY key",
                 (model_version,),
             )
             return [row[0] for row in rows]
@@ -180,7 +196,8 @@ class Manifest:
             rows = db.execute(
                 "SELECT f.key FROM files f LEFT JOIN exports e ON e.key = f.key AND e.store = ? "
                 "WHERE f.indexed_sha256 IS NOT NULL "
-                "AND (e.sha256 IS NOT f.indexed_sha256 OR e.version IS NOT f.indexed_version) ORDER BY f.key",
+                "AND (e.sha256 IS DISTINCT FROM f.indexed_sha256 OR e.version IS DISTINCT FROM f.indexed_version) "
+                "ORDER BY f.key",
                 (store,),
             )
             return [row[0] for row in rows]
@@ -228,11 +245,13 @@ class Manifest:
         with self._db() as db:
             db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
             db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in keys])
-            db.executemany("INSERT OR IGNORE INTO forgotten_images(key) VALUES (?)", [(k,) for k in keys])
+            db.executemany("INSERT INTO forgotten_images(key) VALUES (?) ON CONFLICT DO NOTHING", [(k,) for k in keys])
 
     def forget_faces(self, face_ids: Iterable[str]) -> None:
         with self._db() as db:
-            db.executemany("INSERT OR IGNORE INTO forgotten_faces(face_id) VALUES (?)", [(f,) for f in face_ids])
+            db.executemany(
+                "INSERT INTO forgotten_faces(face_id) VALUES (?) ON CONFLICT DO NOTHING", [(f,) for f in face_ids]
+            )
 
     def remember_images(self, keys: Iterable[str]) -> list[str]:
         """Undo forget_images: the next diff sees the files again (if they still exist). Returns the keys undone."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from facepipe.faces.extract import ExtractSettings
+from facepipe.objects import S3Config, bucket_path, is_url
 
 DEFAULT_IMAGES = "data/images"
 DEFAULT_DATA = "data"
@@ -29,6 +30,24 @@ def _path(value: str) -> Path:
     return Path(value).expanduser().resolve()
 
 
+def location(value: str) -> Path | str:
+    """A local folder (resolved), or an `s3://bucket/prefix` URL kept as text (checked here, once)."""
+    if is_url(value):
+        try:
+            return "s3://" + bucket_path(value)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    return _path(value)
+
+
+def _work_folder(env: Mapping[str, str], data_url: str | None) -> Path:
+    """Where a library whose Parquet is in a bucket keeps what must stay local (FACEPIPE_WORK)."""
+    if env.get("FACEPIPE_WORK"):
+        return _path(env["FACEPIPE_WORK"])
+    assert data_url is not None
+    return _path("~/.cache/facepipe") / bucket_path(data_url)
+
+
 def _number(env: Mapping[str, str], name: str, default: float, kind: type = int) -> float:
     raw = env.get(name) or ""
     if not raw.strip():
@@ -39,13 +58,28 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = int)
         raise SettingsError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
 
 
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    raw = env.get(name) or ""
+    if not raw.strip():
+        return None
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    if not names:
+        raise SettingsError(f"{name}={raw!r} names no store")
+    return names
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything facepipe is configured with. Secrets are kept out of `repr` (they never reach a log)."""
 
     data: Path
-    images: Path | None = None
-    """FACEPIPE_IMAGES when set; None: the folder the library recorded, else `data/images`."""
+    """The local data folder; with FACEPIPE_DATA in a bucket, the local work folder (FACEPIPE_WORK) that
+    holds what cannot live in object storage (embedded stores, the Dagster home, the library record)."""
+    images: Path | str | None = None
+    """FACEPIPE_IMAGES when set (a folder, or an s3:// URL); None: what the library recorded, else `data/images`."""
+    data_url: str | None = None
+    """FACEPIPE_DATA when it is an s3://bucket/prefix: the Parquet lives there."""
+    s3: S3Config = field(default_factory=S3Config)
     dagster_home: Path | None = None
     """DAGSTER_HOME when set; None: `<data>/dagster`."""
     qdrant_url: str | None = None
@@ -62,6 +96,8 @@ class Settings:
     """A sync that would erase more than this share of the library (or all of it) stops and asks."""
     renders: int = DEFAULT_RENDERS
     """Photos the HTTP API decodes and draws at once (FACEPIPE_RENDERS): a 100 MP photo takes ~1 GB while drawn."""
+    stores: tuple[str, ...] | None = None
+    """FACEPIPE_STORES: the vector stores to export to, by registered name (None: all of them)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,9 +109,19 @@ class Settings:
             extract = ExtractSettings.from_env(env)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        data = location(env.get("FACEPIPE_DATA") or DEFAULT_DATA)
+        data_url = data if isinstance(data, str) else None
         return cls(
-            data=_path(env.get("FACEPIPE_DATA") or DEFAULT_DATA),
-            images=_path(env["FACEPIPE_IMAGES"]) if env.get("FACEPIPE_IMAGES") else None,
+            data=_work_folder(env, data_url) if data_url else data,
+            data_url=data_url,
+            images=location(env["FACEPIPE_IMAGES"]) if env.get("FACEPIPE_IMAGES") else None,
+            s3=S3Config(
+                endpoint=env.get("FACEPIPE_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL") or None,
+                region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+                access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+                secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+                session_token=env.get("AWS_SESSION_TOKEN") or None,
+            ),
             dagster_home=_path(env["DAGSTER_HOME"]) if env.get("DAGSTER_HOME") else None,
             qdrant_url=env.get("QDRANT_URL") or None,
             qdrant_api_key=env.get("QDRANT_API_KEY") or None,
@@ -86,10 +132,11 @@ class Settings:
             retry_delay=max(0.0, float(_number(env, "FACEPIPE_RETRY_DELAY", 2.0, float))),
             max_delete_share=share,
             renders=max(1, int(_number(env, "FACEPIPE_RENDERS", DEFAULT_RENDERS))),
+            stores=_names(env, "FACEPIPE_STORES"),
         )
 
     def with_images(self, images: Path | str | None) -> Settings:
-        return self if images is None else replace(self, images=_path(str(images)))
+        return self if images is None else replace(self, images=location(str(images)))
 
     @property
     def default_images(self) -> Path:

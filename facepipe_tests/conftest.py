@@ -70,7 +70,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> E
     monkeypatch.setenv("FACEPIPE_DATA", str(e.data))
     monkeypatch.setenv("DAGSTER_HOME", str(e.dagster_home))
     monkeypatch.setenv("FACEPIPE_WORKERS", "1")
-    for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN"):
+    for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN", "FACEPIPE_STORES"):
         monkeypatch.delenv(name, raising=False)
     ensure_dagster_home(settings.reload())
     return e

@@ -15,6 +15,7 @@ from facepipe.cli import main
 from facepipe_tests.conftest import FR, KNN
 
 DOWN_DSN = "postgresql://facepipe:SuperSecretPw42@127.0.0.1:9/facepipe?connect_timeout=2"
+DOWN_QDRANT = "http://127.0.0.1:9"
 
 
 def index(capsys, expect: int = 0) -> dict:
@@ -33,10 +34,16 @@ def test_a_store_that_is_down_fails_clearly_and_a_rerun_heals(env, capsys):
     index(capsys)
 
     env.add(KNN / "train/biden/biden.jpg", "b.jpg")
-    # Postgres unreachable during the export (a separate process: configuration is read at start-up).
+    # The Qdrant server unreachable during the export (a separate process: configuration is read at
+    # start-up). Not Postgres: with FACEPIPE_PG_DSN the manifest is in that database too, see below.
     down = subprocess.run(
         [sys.executable, "-m", "facepipe.cli", "index", "--json", "--quiet"],
-        env={**os.environ, "FACEPIPE_PG_DSN": DOWN_DSN},
+        env={
+            **os.environ,
+            "QDRANT_URL": DOWN_QDRANT,
+            "QDRANT_API_KEY": "SuperSecretKey42",
+            "FACEPIPE_RETRY_DELAY": "0",
+        },
         capture_output=True,
         text=True,
         timeout=300,
@@ -44,20 +51,38 @@ def test_a_store_that_is_down_fails_clearly_and_a_rerun_heals(env, capsys):
     assert down.returncode == 1, down.stderr[-2000:]
     report = json.loads(down.stdout)
     (failed,) = report["failed_runs"]
-    assert "pgvector_faces: cannot use the Postgres" in failed, failed
-    assert "SuperSecretPw42" not in down.stdout + down.stderr
+    assert "qdrant_faces: cannot reach the Qdrant" in failed, failed
+    assert "SuperSecretKey42" not in down.stdout + down.stderr
     assert report["processed"] == 1  # the faces themselves are safe in the Parquet
 
     from facepipe.consistency import compare
 
     library = env.library()
     _, diffs = compare(library.parquet, library.stores())
-    assert diffs["pgvector"].images == ["b.jpg"] and diffs["qdrant"].images == []
+    assert diffs["qdrant"].images == ["b.jpg"] and diffs["pgvector"].images == []
 
     healed = index(capsys)
     assert healed["failed_runs"] == [] and healed["processed"] == 0  # no detection: only the export redone
     doc = status(capsys)
     assert doc["parquet"]["faces"] == doc["qdrant"]["faces"] == doc["pgvector"]["faces"] == 2
+
+
+def test_a_state_postgres_that_is_down_stops_the_index_clearly(env, capsys):
+    """With FACEPIPE_PG_DSN the manifest and the people state are in Postgres: down, nothing can be
+    decided, so `facepipe index` stops at once with the reason (password redacted) and writes nothing."""
+    env.add(KNN / "train/obama/obama.jpg", "a.jpg")
+    down = subprocess.run(
+        [sys.executable, "-m", "facepipe.cli", "index", "--json", "--quiet"],
+        env={**os.environ, "FACEPIPE_PG_DSN": DOWN_DSN},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert down.returncode == 2, down.stderr[-2000:]
+    assert "cannot use the Postgres at postgresql://facepipe:***@127.0.0.1:9" in down.stderr
+    assert "manifest state" in down.stderr and "Traceback" not in down.stderr
+    assert "SuperSecretPw42" not in down.stdout + down.stderr
+    assert not (env.data / "parquet").exists()  # nothing was indexed half way
 
 
 def _index_process(env, *extra: str) -> subprocess.Popen:

@@ -19,7 +19,7 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = ROOT / "deploy" / "k8s" / "values.yaml"
 PROD = ROOT / "docker-compose.prod.yml"
-SECRET_NAMES = ("FACEPIPE_PG_DSN", "QDRANT_API_KEY", "POSTGRES_PASSWORD")
+SECRET_NAMES = ("FACEPIPE_PG_DSN", "QDRANT_API_KEY", "POSTGRES_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
 
 K8S_KEYS = {  # chart value -> dagster-k8s config field
     "loadInclusterConfig": "load_incluster_config",
@@ -86,7 +86,7 @@ def test_values_use_the_k8s_run_launcher_with_a_valid_config():
     check(K8sRunLauncher.config_type(), config)
     assert "facepipe-secrets" in config["env_secrets"]
     mounts = {m["mountPath"] for m in config["volume_mounts"]}
-    assert {"/photos", "/data"} <= mounts
+    assert mounts == {"/work"}  # scratch only: the library is in Postgres and object storage
 
 
 def test_values_queue_runs_with_limits():
@@ -103,11 +103,13 @@ def test_values_point_at_servers_batch_runs_and_keep_secrets_out():
     (deployment,) = v["dagster-user-deployments"]["deployments"]
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "facepipe.definitions"]
     env = {e["name"]: e.get("value") for e in deployment["env"]}
-    assert env["QDRANT_URL"].startswith("http") and env["FACEPIPE_DATA"] == "/data"
+    assert env["QDRANT_URL"].startswith("http") and env["FACEPIPE_DATA"].startswith("s3://")
+    assert env["FACEPIPE_IMAGES"].startswith("s3://") and env["FACEPIPE_WORK"] == "/work"
     assert int(env["FACEPIPE_BATCH"]) >= 64, "a run pod should cover a batch of photos"
     assert {s["name"] for s in deployment["envSecrets"]} == {"facepipe-secrets"}
     run_env = dict(e.split("=", 1) for e in v["runLauncher"]["config"]["k8sRunLauncher"]["envVars"])
-    assert run_env["FACEPIPE_BATCH"] == env["FACEPIPE_BATCH"] and run_env["QDRANT_URL"] == env["QDRANT_URL"]
+    for name in ("FACEPIPE_BATCH", "QDRANT_URL", "FACEPIPE_IMAGES", "FACEPIPE_DATA", "FACEPIPE_WORK"):
+        assert run_env[name] == env[name], name
     assert v["postgresql"]["enabled"] is False and "postgresqlPassword" not in v["postgresql"]
     for name in SECRET_NAMES:  # only ever from the Secret
         assert name not in env and name not in run_env

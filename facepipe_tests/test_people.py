@@ -21,9 +21,10 @@ from facepipe import settings
 from facepipe.cli import main
 from facepipe.faces.records import Face, ImageRecord, face_id
 from facepipe.library import Library
-from facepipe.people import People, PeopleError
+from facepipe.people import People, PeopleError, state
 from facepipe.stores.parquet import ParquetStore
 from facepipe_tests.conftest import KNN
+from facepipe_tests.shared_pg import pg_dsn, pg_server  # noqa: F401
 
 # -- synthetic -------------------------------------------------------------------------------------------
 
@@ -66,10 +67,17 @@ class Recorder:
         return out
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[tuple[ParquetStore, People]]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ParquetStore, People]]:
+    """Synthetic Parquet and its people, with the state in SQLite and again in Postgres (FACEPIPE_PG_DSN)."""
     parquet = ParquetStore(root=str(tmp_path / "data" / "parquet"))
-    yield parquet, People(tmp_path / "data", parquet)
+    db = None
+    if request.param == "postgres":
+        from facepipe.people.state import SCHEMA
+        from facepipe.statedb import PostgresDB
+
+        db = PostgresDB(request.getfixturevalue("pg_dsn"), SCHEMA, name="people")
+    yield parquet, People(tmp_path / "data", parquet, db)
 
 
 def write(parquet: ParquetStore, key: str, *people: str, tag: str = "v1") -> list[Face]:
@@ -227,11 +235,9 @@ def test_forgetting_a_person_erases_it_for_good(lab):
     assert [(p.person_id, p.faces) for p in people.list()] == [(b, 2)]
     with pytest.raises(PeopleError):
         people.get(a)
-    import sqlite3
-
-    with sqlite3.connect(people.path) as db:  # no name, centroid or embedding of theirs is left
-        assert db.execute("SELECT count(*) FROM persons WHERE person_id IN (?, ?)", (a, c)).fetchone() == (0,)
-        assert db.execute("SELECT count(*) FROM faces").fetchone() == (2,)
+    with state.reading(people.db) as st:  # no name, centroid or embedding of theirs is left
+        assert st.db.execute("SELECT count(*) FROM persons WHERE person_id IN (?, ?)", (a, c)).fetchone()[0] == 0
+        assert st.db.execute("SELECT count(*) FROM faces").fetchone()[0] == 2
     # Photos of them arriving later make a new person: nothing to reclaim the old id from.
     write(parquet, "a3.jpg", "A")
     write(parquet, "a4.jpg", "A")
@@ -248,10 +254,11 @@ def test_state_is_readable_for_analytics(lab):
     people.name(pid, "Ada")
     rows = duckdb.sql(f"SELECT person_id, name, faces, images FROM '{people.snapshot_path}' ORDER BY 1").fetchall()
     assert sorted(rows) == sorted([(pid, "Ada", 2, 2), (persons_of(parquet)["b1.jpg"][0], None, 2, 2)])
-    import sqlite3
-
-    with sqlite3.connect(people.path) as db:
-        assert db.execute("SELECT name, faces FROM people WHERE person_id = ?", (pid,)).fetchone() == ("Ada", 2)
+    with state.reading(people.db) as st:  # the `people` view, in SQLite or Postgres
+        assert tuple(st.db.execute("SELECT name, faces FROM people WHERE person_id = ?", (pid,)).fetchone()) == (
+            "Ada",
+            2,
+        )
 
 
 # -- the real photos ---------------------------------------------------------------------------------------

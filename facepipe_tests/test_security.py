@@ -62,15 +62,24 @@ def test_secrets_never_reach_output_logs_metadata_or_files(env):
         "QDRANT_URL": "http://127.0.0.1:9",
         "QDRANT_API_KEY": QDRANT_KEY,
     }
+    # With FACEPIPE_PG_DSN the manifest is in that Postgres too, so `index` stops before any run; the
+    # last command keeps Postgres embedded, so a run's export to the down Qdrant fails in Dagster.
+    qdrant_only = {k: v for k, v in secret_env.items() if k != "FACEPIPE_PG_DSN"}
     outputs, stdouts = [], []
-    for args in (["index", "--json", "--quiet"], ["status", "--json"], ["search", str(KNN / "test/obama1.jpg")]):
+    for environ, args in (
+        (secret_env, ["index", "--json", "--quiet"]),
+        (secret_env, ["status", "--json"]),
+        (secret_env, ["search", str(KNN / "test/obama1.jpg")]),
+        (qdrant_only, ["index", "--json", "--quiet"]),
+    ):
         done = subprocess.run(
-            [sys.executable, "-m", "facepipe.cli", *args], env=secret_env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "facepipe.cli", *args], env=environ, capture_output=True, text=True, timeout=300
         )
         outputs.append(done.stdout + done.stderr)
         stdouts.append(done.stdout)
         assert done.returncode != 0 or args[0] == "status", done.stderr[-1000:]
-    index_out, status_out, _ = stdouts
+    assert "cannot use the Postgres at postgresql://facepipe:***@127.0.0.1:9" in outputs[0]
+    _, status_out, _, index_out = stdouts
     failed = json.loads(index_out)["failed_runs"]
     assert failed and "127.0.0.1:9" in failed[0], "the exports fail, naming the store"
     assert json.loads(status_out)["qdrant"]["faces"] is None

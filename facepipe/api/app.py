@@ -61,7 +61,7 @@ def create_app(
         held=held,
         parquet=library.parquet,
         people=library.people,
-        images_root=library.root,
+        images_root=library.images,
         extract=library.settings.extract,
         max_upload=max_upload,
         searches=threading.BoundedSemaphore(SEARCHES_AT_ONCE),

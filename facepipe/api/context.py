@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from facepipe.api.stores import HeldStore
 from facepipe.faces.extract import ExtractSettings
+from facepipe.objects import BucketImages
 from facepipe.people import People
 from facepipe.settings import DEFAULT_RENDERS
 from facepipe.stores.parquet import ParquetStore
@@ -21,7 +22,7 @@ class ApiContext:
     held: HeldStore
     parquet: ParquetStore
     people: People
-    images_root: Path
+    images_root: Path | BucketImages
     extract: ExtractSettings  # how query photos are read, as the index reads the library's photos
     max_upload: int
     searches: threading.BoundedSemaphore  # face extraction is CPU- and memory-heavy: more uploads wait

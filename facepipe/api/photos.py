@@ -8,6 +8,7 @@ from facepipe.api.context import Context
 from facepipe.api.models import PhotoOut
 from facepipe.api.statuses import errors
 from facepipe.keys import UnsafeKeyError, path_for_key
+from facepipe.objects import BucketImages
 
 router = APIRouter(tags=["pictures"])
 
@@ -16,7 +17,8 @@ router = APIRouter(tags=["pictures"])
 def api_photo(image_key: str, ctx: Context) -> PhotoOut:
     """The photo's every face with its person (as the person now is: merged ids resolved) and name."""
     try:
-        path_for_key(image_key, ctx.images_root)
+        root = ctx.images_root
+        root.object_path(image_key) if isinstance(root, BucketImages) else path_for_key(image_key, root)
     except UnsafeKeyError as exc:
         raise HTTPException(400, str(exc)) from None
     row = ctx.parquet.read_image(image_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -15,6 +16,7 @@ from facepipe.api.drawing import outlined_jpeg
 from facepipe.api.statuses import errors
 from facepipe.faces.loading import ImageLoadError, load_rgb
 from facepipe.keys import UnsafeKeyError, path_for_key
+from facepipe.objects import BucketImages
 from facepipe.people import People
 from facepipe.stores.parquet import ParquetStore
 
@@ -42,6 +44,17 @@ def api_crop(
     return Response(crop, media_type=media, headers={"Cache-Control": "public, max-age=86400"})
 
 
+def _photo_bytes(root: Path | BucketImages, image_key: str) -> bytes | None:
+    """The photo's bytes from the folder or the bucket; None when there is none (UnsafeKeyError: refused)."""
+    if isinstance(root, BucketImages):
+        try:
+            return root.read(image_key)
+        except FileNotFoundError:
+            return None
+    path = path_for_key(image_key, root)
+    return path.read_bytes() if path.is_file() else None
+
+
 @router.get("/api/images/{image_key:path}", response_class=Response, responses={**JPEG, **errors(400, 404, 422, 503)})
 def api_image(
     image_key: str,
@@ -53,15 +66,15 @@ def api_image(
     """A photo of the collection, shrunk to `max_side`, with its faces outlined. At most FACEPIPE_RENDERS
     photos are decoded at once; more wait for a turn, then get 503 with Retry-After."""
     try:
-        path = path_for_key(image_key, ctx.images_root)
+        data = _photo_bytes(ctx.images_root, image_key)
     except UnsafeKeyError as exc:
         raise HTTPException(400, str(exc)) from None
-    if not path.is_file():
+    if data is None:
         raise HTTPException(404, f"no photo {image_key!r}")
     faces = ctx.parquet.read_faces(image_key, ["face_id", "top", "right", "bottom", "left"]).to_pylist()
     with rendering_slot(ctx):
         try:
-            rgb = load_rgb(path.read_bytes())
+            rgb = load_rgb(data)
         except ImageLoadError as exc:
             raise HTTPException(422, f"{image_key}: {exc}") from None
         jpeg = outlined_jpeg(rgb, faces if boxes else [], set(face_id or ()), max_side)

@@ -11,6 +11,7 @@ import numpy as np
 
 from facepipe.people import graph, identity, rewrite, state
 from facepipe.people.records import PeopleError, Person, PersonIdSink, Stat, UpdateReport, person_number
+from facepipe.statedb import StateDB
 from facepipe.stores.parquet import ParquetStore
 
 SNAPSHOT_FILE = "people.parquet"
@@ -26,9 +27,11 @@ class People:
     `parquet` folder of `data_dir`).
     """
 
-    def __init__(self, data_dir: Path | str, parquet: ParquetStore | None = None) -> None:
+    def __init__(self, data_dir: Path | str, parquet: ParquetStore | None = None, db: StateDB | None = None) -> None:
         self.data = Path(data_dir)
         self.parquet = parquet or ParquetStore(self.data / "parquet")
+        self.db: StateDB = db or state.sqlite_db(self.data)
+        """Where the state lives: `people.sqlite` here, or the shared Postgres (`FACEPIPE_PG_DSN`)."""
 
     @property
     def path(self) -> Path:
@@ -42,35 +45,35 @@ class People:
 
     def list(self) -> list[Person]:
         """Persons with at least one face, largest first."""
-        if not self.path.exists():
+        if not self.db.exists():
             return []
-        with state.reading(self.data) as st:
+        with state.reading(self.db) as st:
             return st.persons()
 
     def get(self, person_id: str) -> Person:
         """One person (a merged id answers as the person it was merged into)."""
-        if not self.path.exists():
+        if not self.db.exists():
             raise PeopleError(f"no person {person_id!r}: people have not been clustered yet")
-        with state.reading(self.data) as st:
+        with state.reading(self.db) as st:
             pid = st.canonical(person_id)
             found = st.persons(only=pid)
             return found[0] if found else Person(pid, st.name_of(pid), 0, [])
 
     def canonical(self, person_id: str) -> str:
-        with state.reading(self.data) as st:
+        with state.reading(self.db) as st:
             return st.canonical(person_id)
 
     def names(self) -> dict[str, tuple[str, str | None]]:
         """Every person id ever given -> (the person it now is, that person's name)."""
-        if not self.path.exists():
+        if not self.db.exists():
             return {}
-        with state.reading(self.data) as st:
+        with state.reading(self.db) as st:
             return st.names()
 
     def image_of_face(self, face_id: str) -> str | None:
-        if not self.path.exists():
+        if not self.db.exists():
             return None
-        with state.reading(self.data) as st:
+        with state.reading(self.db) as st:
             return st.image_of_face(face_id)
 
     def face_files(self) -> dict[str, Stat]:
@@ -89,9 +92,9 @@ class People:
         return sorted(rel for rel, stat in self.face_files().items() if known.get(rel) != stat)
 
     def _known_files(self) -> dict[str, Stat]:
-        if not self.path.exists():
+        if not self.db.exists():
             return {}
-        with state.reading(self.data) as st:
+        with state.reading(self.db) as st:
             return {rel: stat for rel, (_, stat) in st.files().items()}
 
     # -- naming, merging, forgetting -----------------------------------------------------------------------
@@ -101,7 +104,7 @@ class People:
         name = " ".join((name or "").split()) or None
         if name and len(name) > NAME_LENGTH:
             raise PeopleError(f"a name has at most {NAME_LENGTH} characters")
-        with state.writing(self.data) as st:
+        with state.writing(self.db) as st:
             pid = st.canonical(person_id)
             st.set_name(pid, name)
         self.write_snapshot()
@@ -110,7 +113,7 @@ class People:
     def merge(self, keep: str, fold: str, stores: Sequence[PersonIdSink] = ()) -> tuple[Person, int]:
         """Fold person `fold` into `keep`: its faces take `keep`'s id in Parquet and the stores, now and
         after every later clustering. `keep` takes `fold`'s name if it has none. Returns (person, faces moved)."""
-        with state.writing(self.data) as st:
+        with state.writing(self.db) as st:
             a, b = st.canonical(keep), st.canonical(fold)
             if a == b:
                 raise PeopleError(f"{keep} and {fold} are already the same person ({a})")
@@ -128,7 +131,7 @@ class People:
         and edges here. The caller erases the faces from Parquet and the stores; the next `update` clusters
         the faces that were linked to them again (their ids are kept as pending seeds until then).
         Returns the person ids erased."""
-        with state.writing(self.data) as st:
+        with state.writing(self.db) as st:
             gone = st.erase(st.canonical(person_id))
         self.write_snapshot()
         return sorted(gone, key=person_number)
@@ -139,7 +142,7 @@ class People:
         """Bring persons up to date with the faces Parquet; push changed person ids to Parquet and `stores`."""
         started = time.perf_counter()
         report = UpdateReport()
-        with state.writing(self.data) as st:
+        with state.writing(self.db) as st:
             seen = self.face_files()
             known = st.files()
             changed = sorted(p for p, stat in seen.items() if (known[p][1] if p in known else None) != stat)
@@ -248,4 +251,4 @@ class People:
 
     def write_snapshot(self) -> None:
         """parquet/people.parquet: one row per person, for analytics next to the faces dataset."""
-        rewrite.write_snapshot(self.list(), self.snapshot_path)
+        rewrite.write_snapshot(self.list(), self.parquet, self.snapshot_path)

@@ -5,36 +5,33 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import PurePath
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from facepipe.people.records import Person, PersonIdSink, Stat
-from facepipe.stores.parquet import ParquetStore, write_table_atomic
+from facepipe.stores.parquet import ParquetStore
 
 FACE_COLUMNS = ["face_id", "image_key", "embedding", "person_id"]
 """What people reads of a faces file."""
 
 
-def stat_of(path: Path) -> Stat:
+def stat_of(parquet: ParquetStore, path: PurePath) -> Stat:
     """(mtime_ns, size), (0, 0) for a missing file."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return (0, 0)
-    return (st.st_mtime_ns, st.st_size)
+    return parquet.stat(path) or (0, 0)
 
 
 def read_face_file(parquet: ParquetStore, rel: str) -> tuple[pa.Table | None, Stat]:
     """The people columns of one faces file and its stat as read (None: gone)."""
     path = parquet.faces_dir / rel
+    st = parquet.stat(path)
     try:
-        st = path.stat()
-        table = pq.read_table(path, columns=FACE_COLUMNS, use_threads=False)
+        if st is None:
+            raise FileNotFoundError(path)
+        table = parquet.read_table(path, columns=FACE_COLUMNS)
     except FileNotFoundError:
         return None, (0, 0)
-    return table, (st.st_mtime_ns, st.st_size)
+    return table, st
 
 
 def person_id_changes(
@@ -85,10 +82,10 @@ def rewrite_person_ids(
     for key, mapping in sorted(by_image.items()):
         rel = rel_of.get(key) or parquet.faces_path(key).relative_to(parquet.faces_dir).as_posix()
         path = parquet.faces_dir / rel
-        before = stat_of(path)
+        before = stat_of(parquet, path)
         expected = stats[rel][1] if rel in stats else known[rel][1] if rel in known else None
         try:
-            table = pq.read_table(path, use_threads=False)
+            table = parquet.read_table(path)
         except FileNotFoundError:
             continue
         ids = table.column("face_id").to_pylist()
@@ -98,18 +95,18 @@ def rewrite_person_ids(
             continue
         column = table.schema.get_field_index("person_id")
         table = table.set_column(column, table.schema.field(column), pa.array(wanted, pa.string()))
-        if stat_of(path) != before or (rel in stats and before != expected):
+        if stat_of(parquet, path) != before or (rel in stats and before != expected):
             retry.append(key)  # rewritten by the faces asset meanwhile
             stats.pop(rel, None)
             continue
-        write_table_atomic(table, path)
+        parquet.write_table(table, path)
         written += 1
         if before == expected:  # else: we have not read this version's faces yet, so let the next run do it
-            stats[rel] = (key, stat_of(path))
+            stats[rel] = (key, stat_of(parquet, path))
     return written, retry, stats
 
 
-def write_snapshot(people: Sequence[Person], path: Path) -> None:
+def write_snapshot(people: Sequence[Person], parquet: ParquetStore, path: PurePath) -> None:
     """One row per person, for analytics next to the faces dataset."""
     table = pa.table(
         {
@@ -121,4 +118,4 @@ def write_snapshot(people: Sequence[Person], path: Path) -> None:
             "cover_face_id": pa.array([p.cover_face_id for p in people], pa.string()),
         }
     )
-    write_table_atomic(table, path)
+    parquet.write_table(table, path)

@@ -7,8 +7,6 @@ Parquet files last seen (tables `persons`, `faces`, `edges`, `files`, `meta`; vi
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import UTC, datetime
@@ -17,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facepipe.people.records import PeopleError, Person, Stat, person_number
-from facepipe.statefiles import damage_named
+from facepipe.statedb import Connection, SqliteDB, StateDB
 
 STATE_FILE = "people.sqlite"
 LOCK_FILE = "people.lock"
@@ -62,7 +60,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE VIEW IF NOT EXISTS people AS
     SELECT f.person_id, p.name, count(*) AS faces, count(DISTINCT f.image_key) AS images
     FROM faces f JOIN persons p ON p.person_id = f.person_id
-    WHERE f.person_id IS NOT NULL GROUP BY f.person_id;
+    WHERE f.person_id IS NOT NULL GROUP BY f.person_id, p.name;
 """
 
 
@@ -87,45 +85,34 @@ def _marks(items: Sized) -> str:
     return ",".join("?" * len(items))
 
 
-@contextlib.contextmanager
-def reading(data_dir: Path) -> Iterator[State]:
-    """The state of this data folder (created if missing), on a connection of its own."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with damage_named(data_dir / STATE_FILE, WAY_OUT):
-        db = sqlite3.connect(data_dir / STATE_FILE, timeout=60, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=60000")
-            db.executescript(SCHEMA)
-            yield State(db)
-        finally:
-            db.close()
+def sqlite_db(data_dir: Path) -> SqliteDB:
+    """The embedded default: `people.sqlite` in the data folder."""
+    return SqliteDB(Path(data_dir) / STATE_FILE, SCHEMA, way_out=WAY_OUT)
+
+
+def _db(where: Path | StateDB) -> StateDB:
+    return sqlite_db(where) if isinstance(where, (str, Path)) else where
 
 
 @contextlib.contextmanager
-def writing(data_dir: Path) -> Iterator[State]:
-    """One writer at a time (a file lock: Dagster runs, the daemon and the CLI are separate
-    processes), in one transaction: a failure leaves the previous state, and the next run redoes it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / LOCK_FILE, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with reading(data_dir) as state:
-                state.db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield state
-                except BaseException:
-                    state.db.execute("ROLLBACK")
-                    raise
-                state.db.execute("COMMIT")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def reading(where: Path | StateDB) -> Iterator[State]:
+    """The state of a data folder (or a `StateDB`: Postgres), created if missing, on a connection of its own."""
+    with _db(where).reading() as db:
+        yield State(db)
+
+
+@contextlib.contextmanager
+def writing(where: Path | StateDB) -> Iterator[State]:
+    """One writer at a time (Dagster runs, the daemon and the CLI are separate processes, maybe on
+    separate machines), in one transaction: a failure leaves the previous state, and the next run redoes it."""
+    with _db(where).writing(exclusive=True) as db:
+        yield State(db)
 
 
 class State:
     """Queries and changes of the people state, on one open connection."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     # -- persons -------------------------------------------------------------------------------------------
@@ -153,7 +140,8 @@ class State:
         out: dict[str, tuple[int, str]] = {}
         for pid, cover, n in self.db.execute(
             "SELECT f.person_id, p.cover_face_id, count(*) FROM faces f JOIN persons p ON p.person_id = f.cluster "
-            "WHERE f.person_id IS NOT NULL AND p.cover_face_id IS NOT NULL GROUP BY f.person_id, f.cluster"
+            "WHERE f.person_id IS NOT NULL AND p.cover_face_id IS NOT NULL "
+            "GROUP BY f.person_id, f.cluster, p.cover_face_id"
         ):
             if pid in pids and (pid not in out or n > out[pid][0]):
                 out[pid] = (n, cover)
@@ -238,7 +226,11 @@ class State:
         """A person id never given before (`p1`, `p2`, ...), recorded."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'next_person'").fetchone()
         number = int(row[0]) if row else 1
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_person', ?)", (str(number + 1),))
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('next_person', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(number + 1),),
+        )
         pid = f"p{number}"
         self.db.execute("INSERT INTO persons (person_id, created_at, updated_at) VALUES (?, ?, ?)", (pid, now, now))
         return pid
@@ -316,7 +308,9 @@ class State:
 
     def set_pending_seeds(self, seeds: set[int]) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('pending_seeds', ?)", (",".join(map(str, sorted(seeds))),)
+            "INSERT INTO meta (key, value) VALUES ('pending_seeds', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (",".join(map(str, sorted(seeds))),),
         )
 
     def clear_pending_seeds(self) -> None:
@@ -332,7 +326,11 @@ class State:
         return near
 
     def add_edges(self, edges: Iterable[tuple[int, int, float]]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO edges (a, b, distance) VALUES (?, ?, ?)", edges)
+        self.db.executemany(
+            "INSERT INTO edges (a, b, distance) VALUES (?, ?, ?) "
+            "ON CONFLICT (a, b) DO UPDATE SET distance = excluded.distance",
+            edges,
+        )
 
     def component(self, seeds: set[int]) -> tuple[list[int], list[tuple[int, int]]]:
         """Every face connected to a seed, and the edges among them (breadth first, in SQL batches)."""
@@ -404,7 +402,8 @@ class State:
 
     def record_files(self, stats: Mapping[str, tuple[str, Stat]]) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO files (path, image_key, mtime_ns, size) VALUES (?, ?, ?, ?)",
+            "INSERT INTO files (path, image_key, mtime_ns, size) VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE "
+            "SET image_key = excluded.image_key, mtime_ns = excluded.mtime_ns, size = excluded.size",
             [(rel, key, *stat) for rel, (key, stat) in stats.items()],
         )
 

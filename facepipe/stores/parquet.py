@@ -9,6 +9,10 @@ temporary name of an atomic write adds about 50 to the photo's: a name too long 
 as `<its first bytes>~<hash of the key>.parquet` in the same folder. A path that is not valid UTF-8
 (Linux allows any bytes; SQLite, DuckDB and JSON do not) goes to `_hashed/<...>~<hash>.parquet`.
 Either way the real key is read from the file's `image_key` column (every row carries it).
+
+The root is a local folder, or `s3://bucket/prefix/parquet` on a pyarrow S3 filesystem (several
+nodes sharing one library): there a file is written as a temporary object, then published by a
+server-side copy, so a reader sees the old object or the new one, never a part.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
 from facepipe.faces.records import Face, ImageRecord
 from facepipe.keys import UnsafeKeyError, key_for_relpath, relpath_for_key
@@ -162,11 +168,19 @@ def image_table(record: ImageRecord) -> pa.Table:
     return pa.Table.from_pylist([row], schema=IMAGE_SCHEMA)
 
 
-def write_table_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+def write_table_atomic(table: pa.Table, path: PurePath, row_group_size: int | None = None, fs: Any = None) -> None:
     """Readers see the old file or the new one, never half of one (a killed run leaves only a temp,
-    named so that `ParquetStore.sweep_temp_files` finds it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    named so that `ParquetStore.sweep_temp_files` finds it). `fs`: a pyarrow filesystem (object storage)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    if fs is not None:
+        try:
+            pq.write_table(table, str(tmp), compression="zstd", row_group_size=row_group_size, filesystem=fs)
+            fs.move(str(tmp), str(path))  # S3: a copy, atomic per object, then the temp's delete
+        finally:
+            _delete(fs, tmp)
+        return
+    assert isinstance(path, Path) and isinstance(tmp, Path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
         os.replace(tmp, path)
@@ -174,14 +188,32 @@ def write_table_atomic(table: pa.Table, path: Path, row_group_size: int | None =
         tmp.unlink(missing_ok=True)
 
 
+def _delete(fs: Any, path: PurePath) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if fs.get_file_info(str(path)).type != pafs.FileType.NotFound:
+            fs.delete_file(str(path))
+
+
 class ParquetStore:
     """The analytics copy of every face; the source the vector stores are checked against."""
 
-    def __init__(self, root: Path | str) -> None:
-        self.base = Path(root)
+    def __init__(self, root: Path | str, fs: Any = None) -> None:
+        self.fs = fs
+        """None: a local folder; else the pyarrow filesystem `root` (s3://bucket/prefix) is on."""
+        if fs is None:
+            self.base: Any = Path(root)
+        else:
+            from facepipe.objects import bucket_path
+
+            self.url = str(root)
+            self.base = PurePosixPath(bucket_path(self.url))
 
     def __repr__(self) -> str:
-        return f"ParquetStore({str(self.base)!r})"
+        return f"ParquetStore({self.url if self.fs is not None else str(self.base)!r})"
+
+    @property
+    def remote(self) -> bool:
+        return self.fs is not None
 
     @property
     def faces_dir(self) -> Path:
@@ -190,6 +222,49 @@ class ParquetStore:
     @property
     def images_dir(self) -> Path:
         return self.base / "images"
+
+    # -- file operations on either kind of root ----------------------------------------------------------
+
+    def stat(self, path: PurePath) -> tuple[int, int] | None:
+        """(mtime_ns, size) of a file (on S3: LastModified), or None when it does not exist."""
+        if self.fs is None:
+            try:
+                st = Path(path).stat()
+            except FileNotFoundError:
+                return None
+            return (st.st_mtime_ns, st.st_size)
+        info = self.fs.get_file_info(str(path))
+        return None if info.type == pafs.FileType.NotFound else (info.mtime_ns or 0, info.size or 0)
+
+    def read_table(self, path: PurePath, columns: list[str] | None = None) -> pa.Table:
+        """Raises FileNotFoundError for a missing file, as a local read does."""
+        if self.fs is None:
+            return pq.read_table(path, columns=columns, use_threads=False)
+        if self.fs.get_file_info(str(path)).type == pafs.FileType.NotFound:
+            raise FileNotFoundError(str(path))
+        return pq.read_table(str(path), columns=columns, filesystem=self.fs, use_threads=False)
+
+    def write_table(self, table: pa.Table, path: PurePath, row_group_size: int | None = None) -> None:
+        write_table_atomic(table, path, row_group_size, fs=self.fs)
+
+    def unlink(self, path: PurePath) -> None:
+        if self.fs is None:
+            Path(path).unlink(missing_ok=True)
+        else:
+            _delete(self.fs, path)
+
+    def files_under(self, base: PurePath, suffix: str = ".parquet") -> Iterator[tuple[PurePath, int, int]]:
+        """(path, mtime_ns, size) of every file under `base` whose name ends so."""
+        if self.fs is None:
+            for file in Path(base).rglob(f"*{suffix}") if Path(base).exists() else ():
+                with contextlib.suppress(FileNotFoundError):  # deleted while we look
+                    st = file.stat()
+                    yield file, st.st_mtime_ns, st.st_size
+            return
+        selector = pafs.FileSelector(str(base), recursive=True, allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and info.base_name.endswith(suffix):
+                yield PurePosixPath(info.path), info.mtime_ns or 0, info.size or 0
 
     def _file(self, base: Path, image_key: str) -> Path:
         try:
@@ -206,7 +281,7 @@ class ParquetStore:
         if not _HASHED.search(rel):
             return key_for_relpath(rel.removesuffix(".parquet"))
         try:
-            keys = pq.read_table(base / rel, columns=["image_key"]).column("image_key")
+            keys = self.read_table(base / rel, columns=["image_key"]).column("image_key")
         except (OSError, pa.ArrowInvalid):
             return None
         return keys[0].as_py() if len(keys) else None
@@ -217,39 +292,38 @@ class ParquetStore:
 
     def face_file_stats(self) -> dict[str, tuple[int, int]]:
         """Every faces file (path relative to `faces_dir`, POSIX) with its (mtime_ns, size)."""
-        out = {}
-        for file in self.iter_face_files():
-            with contextlib.suppress(FileNotFoundError):  # deleted while we look
-                st = file.stat()
-                out[file.relative_to(self.faces_dir).as_posix()] = (st.st_mtime_ns, st.st_size)
-        return out
+        return {
+            file.relative_to(self.faces_dir).as_posix(): (mtime_ns, size)
+            for file, mtime_ns, size in self.files_under(self.faces_dir)
+        }
 
     def write(self, record: ImageRecord) -> None:
         """Replace everything stored for the image; the status row goes last so it marks completion."""
         faces_file = self.faces_path(record.image_key)
         if record.faces:
-            write_table_atomic(faces_table(record.faces), faces_file)
+            self.write_table(faces_table(record.faces), faces_file)
         else:
-            faces_file.unlink(missing_ok=True)
-        write_table_atomic(image_table(record), self._file(self.images_dir, record.image_key))
+            self.unlink(faces_file)
+        self.write_table(image_table(record), self._file(self.images_dir, record.image_key))
 
     def delete(self, image_key: str) -> None:
         for base in (self.faces_dir, self.images_dir):
             path = self._file(base, image_key)
-            path.unlink(missing_ok=True)
-            _prune_empty_dirs(path.parent, base)
+            self.unlink(path)
+            if self.fs is None:  # object storage has no folders to leave behind
+                _prune_empty_dirs(path.parent, base)
 
     def read_faces(self, image_key: str, columns: list[str] | None = None) -> pa.Table:
-        path = self.faces_path(image_key)
-        if not path.exists():
+        try:
+            return self.read_table(self.faces_path(image_key), columns)
+        except FileNotFoundError:
             return FACE_SCHEMA.empty_table().select(columns or FACE_SCHEMA.names)
-        return pq.read_table(path, columns=columns)
 
     def read_image(self, image_key: str) -> dict | None:
         """The photo's status row, or None if it was never written (or is unreadable)."""
         path = self._file(self.images_dir, image_key)
         try:
-            rows = pq.read_table(path).to_pylist()
+            rows = self.read_table(path).to_pylist()
         except (OSError, pa.ArrowInvalid):
             return None
         return rows[0] if rows else None
@@ -269,9 +343,9 @@ class ParquetStore:
             dropped += len(faces) - len(kept)
             path = self.faces_path(key)
             if kept:
-                write_table_atomic(faces_table(kept), path)
+                self.write_table(faces_table(kept), path)
             else:
-                path.unlink(missing_ok=True)
+                self.unlink(path)
         return dropped
 
     def load_faces(self, image_keys: Iterable[str]) -> dict[str, list[Face]]:
@@ -279,10 +353,16 @@ class ParquetStore:
         return {key: faces_from_table(self.read_faces(key)) for key in image_keys}
 
     def faces(self, columns: list[str] | None = None) -> pa.Table:
-        return _read_all(self.faces_dir, FACE_SCHEMA, columns)
+        return self._read_all(self.faces_dir, FACE_SCHEMA, columns)
 
     def images(self, columns: list[str] | None = None) -> pa.Table:
-        return _read_all(self.images_dir, IMAGE_SCHEMA, columns)
+        return self._read_all(self.images_dir, IMAGE_SCHEMA, columns)
+
+    def _read_all(self, base: PurePath, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
+        files = [str(path) for path, _, _ in self.files_under(base)]
+        if not files:
+            return schema.empty_table().select(columns or schema.names)
+        return ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=columns)
 
     def image_keys(self) -> set[str]:
         return set(self.images(["image_key"]).column("image_key").to_pylist())
@@ -301,24 +381,23 @@ class ParquetStore:
         return result
 
     def iter_face_files(self) -> Iterator[Path]:
-        yield from self.faces_dir.rglob("*.parquet")
+        for path, _, _ in self.files_under(self.faces_dir):
+            yield path  # type: ignore[misc]  # a PurePosixPath in a bucket
 
     def sweep_temp_files(self) -> int:
-        """Remove half-written files left by killed processes (they may hold faces: personal data)."""
+        """Remove half-written files left by killed processes (they may hold faces: personal data).
+        In a bucket shared by nodes a temp's pid means nothing here: only temps older than a day go."""
         removed = 0
-        for tmp in self.base.rglob(".*.tmp") if self.base.exists() else ():
+        day_ago = (datetime.now(UTC).timestamp() - 86400) * 1e9
+        for tmp, mtime_ns, _ in self.files_under(self.base, ".tmp"):
+            if not tmp.name.startswith("."):
+                continue
             pid = tmp.name.rsplit(".", 2)[-2].split("-", 1)[0]
-            if not pid.isdigit() or not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
+            stale = mtime_ns < day_ago if self.fs is not None else not pid.isdigit() or not _alive(int(pid))
+            if stale:
+                self.unlink(tmp)
                 removed += 1
         return removed
-
-
-def _read_all(base: Path, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
-    files = [str(p) for p in base.rglob("*.parquet")] if base.exists() else []
-    if not files:
-        return schema.empty_table().select(columns or schema.names)
-    return ds.dataset(files, schema=schema, format="parquet").to_table(columns=columns)
 
 
 def _alive(pid: int) -> bool:

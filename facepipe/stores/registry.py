@@ -50,20 +50,31 @@ def unregister(name: str) -> None:
     _STORES.pop(name, None)
 
 
-def specs() -> list[StoreSpec]:
-    """The registered stores, in registration order (the first is the default for searches)."""
-    return list(_STORES.values())
+def specs(settings: Settings | None = None) -> list[StoreSpec]:
+    """The stores in use, in registration order (the first is the default for searches): every registered
+    one, or those FACEPIPE_STORES names (a user with only Postgres leaves Qdrant out)."""
+    from facepipe.settings import SettingsError, current
+
+    settings = settings or current()
+    if settings.stores is None:
+        return list(_STORES.values())
+    unknown = [name for name in settings.stores if name not in _STORES]
+    if unknown:
+        known = ", ".join(_STORES)
+        raise SettingsError(f"FACEPIPE_STORES names unknown store(s) {', '.join(unknown)} (known: {known})")
+    return [spec for name, spec in _STORES.items() if name in settings.stores]
 
 
-def names() -> list[str]:
-    return list(_STORES)
+def names(settings: Settings | None = None) -> list[str]:
+    return [spec.name for spec in specs(settings)]
 
 
-def spec(name: str) -> StoreSpec:
-    try:
-        return _STORES[name]
-    except KeyError:
-        raise KeyError(f"unknown store {name!r} (known: {', '.join(_STORES)})") from None
+def spec(name: str, settings: Settings | None = None) -> StoreSpec:
+    """The store of this name, if it is in use."""
+    for found in specs(settings):
+        if found.name == name:
+            return found
+    raise KeyError(f"unknown store {name!r} (in use: {', '.join(names(settings))})")
 
 
 def _qdrant(settings: Settings) -> FaceStore:
