@@ -508,10 +508,10 @@ def main(argv: list[str] | None = None) -> int:
         settings_module.reload()  # each command sees the environment as it is now
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, LibraryError, settings_module.SettingsError, StateFileError, StateError) as exc:
+    except (UsageError, LibraryError, settings_module.SettingsError, StateFileError) as exc:
         print(f"facepipe: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:  # a store that is down or refuses us: its message names it, no traceback
+    except (StoreError, StateError) as exc:  # a store or the state's Postgres down: named, no traceback
         print(f"facepipe: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

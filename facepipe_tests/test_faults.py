@@ -69,7 +69,8 @@ def test_a_store_that_is_down_fails_clearly_and_a_rerun_heals(env, capsys):
 
 def test_a_state_postgres_that_is_down_stops_the_index_clearly(env, capsys):
     """With FACEPIPE_PG_DSN the manifest and the people state are in Postgres: down, nothing can be
-    decided, so `facepipe index` stops at once with the reason (password redacted) and writes nothing."""
+    decided, so `facepipe index` stops at once with one line naming it (password redacted), exit 1 as for
+    a store that is down, and writes nothing."""
     env.add(KNN / "train/obama/obama.jpg", "a.jpg")
     down = subprocess.run(
         [sys.executable, "-m", "facepipe.cli", "index", "--json", "--quiet"],
@@ -78,9 +79,10 @@ def test_a_state_postgres_that_is_down_stops_the_index_clearly(env, capsys):
         text=True,
         timeout=300,
     )
-    assert down.returncode == 2, down.stderr[-2000:]
+    assert down.returncode == 1, down.stderr[-2000:]  # as for a store that is down
     assert "cannot use the Postgres at postgresql://facepipe:***@127.0.0.1:9" in down.stderr
     assert "manifest state" in down.stderr and "Traceback" not in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1, down.stderr
     assert "SuperSecretPw42" not in down.stdout + down.stderr
     assert not (env.data / "parquet").exists()  # nothing was indexed half way
 
