@@ -195,21 +195,25 @@ class PostgresDB:
         self.namespace = PG_SCHEMA_PREFIX + name
 
     def __repr__(self) -> str:
-        from facepipe.stores.base import redact
+        from facepipe.secrets import describe_dsn
 
-        return f"PostgresDB({redact(self.dsn)}, schema={self.namespace!r})"
+        return f"PostgresDB({describe_dsn(self.dsn)}, schema={self.namespace!r})"
 
     def _connect(self) -> Any:
         import psycopg
 
-        from facepipe.stores.base import redact
+        from facepipe.secrets import describe_dsn, misread_password, redact
 
+        where = f"the Postgres at {describe_dsn(self.dsn)} for the {self.name} state"
+        if misread_password(self.dsn):  # as the pgvector store: refused before libpq misreads (and echoes) it
+            raise StateError(
+                f"cannot use {where}: its password holds a character a URL needs %-encoded "
+                "(write @ as %40, / as %2F, # as %23, ? as %3F, a space as %20)"
+            )
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=30)
         except psycopg.OperationalError as err:
-            raise StateError(
-                f"cannot use the Postgres at {redact(self.dsn)} for the {self.name} state: {redact(str(err)).strip()}"
-            ) from None
+            raise StateError(f"cannot use {where}: {redact(str(err), self.dsn).strip()}") from None
         try:
             self._ensure_schema(conn)
             conn.execute(f"SET search_path TO {self.namespace}")
