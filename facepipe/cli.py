@@ -248,15 +248,8 @@ def cmd_people(args: argparse.Namespace) -> int:
     library = _library()
     people = library.people
     try:
-        if args.action == "name":
-            person = people.name(args.person_id, args.name)
-            print(f"{person.person_id} is now {person.name!r}" if person.name else f"{person.person_id} has no name")
-            return 0
-        if args.action == "merge":
-            with library:
-                person, moved = people.merge(args.keep, args.fold, stores=list(library.stores().values()))
-            print(f"{args.fold} folded into {person.person_id}: {moved} faces moved, {person.faces} faces in all")
-            return 0
+        if args.action:
+            return _people_edit(args, library)
     except PeopleError as exc:
         raise UsageError(str(exc)) from None
     persons = people.list()
@@ -267,7 +260,81 @@ def cmd_people(args: argparse.Namespace) -> int:
         print("No persons yet: `facepipe index` clusters the faces once photos are indexed.")
     for p in persons:
         shown = ", ".join(p.image_keys[:3]) + (f", ... ({len(p.image_keys)} photos)" if len(p.image_keys) > 3 else "")
-        print(f"{p.person_id:>6}  {p.name or '-':24}  {p.faces:4} faces  {shown}")
+        hidden = " (hidden)" if p.hidden else ""
+        print(f"{p.person_id:>6}  {(p.name or '-') + hidden:24}  {p.faces:4} faces  {shown}")
+    return 0
+
+
+def _people_edit(args: argparse.Namespace, library: Library) -> int:
+    """`facepipe people ACTION ...`: the same People methods the HTTP API calls, logged as this user."""
+    import getpass
+
+    people, who = library.people, f"cli {getpass.getuser()}"
+    if args.action == "name":
+        person = people.name(args.person_id, args.name, who=who)
+        print(f"{person.person_id} is now {person.name!r}" if person.name else f"{person.person_id} has no name")
+    elif args.action == "hide":
+        person = people.hide(args.person_id, not args.show, who=who)
+        print(f"{person.person_id} is {'hidden' if person.hidden else 'shown'}")
+    elif args.action == "merge":
+        with library:
+            person, moved = people.merge_all(args.keep, args.fold, list(library.stores().values()), who)
+        print(
+            f"{', '.join(args.fold)} folded into {person.person_id}: {moved} faces moved, {person.faces} faces in all"
+        )
+    elif args.action == "split":
+        with library:
+            person = people.split(args.person_id, args.face_ids, list(library.stores().values()), who)
+        print(f"{len(args.face_ids)} faces of {args.person_id} are now {person.person_id}")
+    elif args.action == "move":
+        target = None if args.to.lower() in ("none", "-") else args.to
+        with library:
+            person = people.move(args.face_id, target, list(library.stores().values()), who)
+        print(f"face {args.face_id} is now in {person.person_id if person else 'no person'}")
+    elif args.action == "log":
+        edits = people.log(args.limit)
+        if args.json:
+            print(json.dumps(edits))
+            return 0
+        for e in edits:
+            undone = f"  (undone {e['undone_at']})" if e["undone_at"] else ""
+            print(f"{e['id']:>5}  {e['at']}  {e['who']:16}  {e['action']:7} {json.dumps(e['detail'])}{undone}")
+        if not edits:
+            print("No people edits yet.")
+    elif args.action == "undo":
+        with library:
+            undone = people.undo(args.n, list(library.stores().values()))
+        for e in undone:
+            print(f"undid {e['id']}: {e['action']} {json.dumps(e['detail'])}")
+        if not undone:
+            print("Nothing to undo.")
+    elif args.action == "review":
+        found = people.suggestions(args.limit)
+        if args.json:
+            print(json.dumps(found))
+            return 0
+        for s in found:
+            what = (
+                f"{s['person_id']} ~ {s['other_id']}"
+                if s["kind"] == "persons"
+                else f"face {s['face_id']} ~ {s['person_id']}"
+            )
+            print(f"  {s['distance']:.3f}  {what}")
+        if not found:
+            print("Nothing to review.")
+    elif args.action == "evaluate":
+        report = people.evaluate()
+        if args.json:
+            print(json.dumps(report))
+            return 0
+        print(f"{report['faces']} faces of {report['names']} named persons (the labels); pairwise scores:")
+        for r in report["sweep"]:
+            mark = "  <- best" if r == report["best"] else ""
+            mark += "  (current)" if report["current"] and r == report["current"] else ""
+            print(
+                f"  threshold {r['threshold']:.2f}: precision {r['precision']:.3f}  recall {r['recall']:.3f}  "
+                f"F1 {r['f1']:.3f}{mark}"
+            )
     return 0
 
 
@@ -467,18 +534,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(func=cmd_status)
 
-    people = command("people", "the person clusters, with counts; name or merge persons")
+    people = command("people", "the person clusters, with counts; name, merge, split, move, hide, review, undo")
     people.add_argument("--json", action="store_true", help=json_help)
     people.set_defaults(func=cmd_people)
     actions = people.add_subparsers(dest="action")
-    name = actions.add_parser("name", help="name a person (an empty NAME removes the name)", formatter_class=_Help)
-    name.add_argument("person_id", help="the person, as `facepipe people` lists them")
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, help=text, description=text, formatter_class=_Help)
+
+    person_help = "the person, as `facepipe people` lists them"
+    name = action("name", "name a person (an empty NAME removes the name)")
+    name.add_argument("person_id", help=person_help)
     name.add_argument("name", help="the new name")
-    merge = actions.add_parser(
-        "merge", help="fold person B into person A (kept across re-clustering)", formatter_class=_Help
-    )
+    merge = action("merge", "fold persons B... into person A (kept across re-clustering)")
     merge.add_argument("keep", metavar="A", help="the person kept")
-    merge.add_argument("fold", metavar="B", help="the person folded into A")
+    merge.add_argument("fold", metavar="B", nargs="+", help="the persons folded into A")
+    split = action("split", "move these faces of PERSON to a new person (kept apart from then on)")
+    split.add_argument("person_id", metavar="PERSON", help=person_help)
+    split.add_argument("face_ids", metavar="FACE_ID", nargs="+", help="faces of PERSON (ids as in --json output)")
+    move = action("move", "put one face in PERSON, or in no person with `none`")
+    move.add_argument("face_id", metavar="FACE_ID", help="the face")
+    move.add_argument("to", metavar="PERSON", help="the person it is, or `none`")
+    hide = action("hide", "hide a person from the people page")
+    hide.add_argument("person_id", metavar="PERSON", help=person_help)
+    hide.add_argument("--show", action="store_true", help="show a hidden person again")
+    log = action("log", "the people edits, newest first (who, when, what)")
+    log.add_argument("--limit", type=_at_least_one, default=50, help="edits shown")
+    log.add_argument("--json", action="store_true", help=json_help)
+    undo = action("undo", "revert the last N people edits")
+    undo.add_argument("n", metavar="N", nargs="?", type=_at_least_one, default=1, help="how many edits")
+    review = action("review", '"maybe the same person" suggestions, nearest first')
+    review.add_argument("--limit", type=_at_least_one, default=50, help="suggestions shown")
+    review.add_argument("--json", action="store_true", help=json_help)
+    evaluate = action("evaluate", "pairwise precision/recall of the clustering on the persons you named, per threshold")
+    evaluate.add_argument("--json", action="store_true", help=json_help)
 
     serve = command("serve", "HTTP API and search page")
     serve.add_argument("--port", type=_port, default=8000, help="TCP port to listen on")

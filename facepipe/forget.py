@@ -67,6 +67,7 @@ def forget_photos(library: Library, keys: Sequence[str]) -> list[str]:
     Raises KeyError naming the keys the library does not know."""
     photos_to_forget(library, keys)
     erase_images(library, keys, keep_out=True)
+    library.people.forget_images(keys)
     _recluster(library)
     return list(keys)
 

@@ -21,6 +21,12 @@ from facepipe.stores.parquet import ParquetStore
 SAME_PERSON = 0.6
 """dlib's documented threshold: the same person is usually closer than this (Euclidean)."""
 
+SAME_PERSON_CUE = 0.5
+"""Under this distance the search page marks a match as the same person. Measured on the sample photos
+with `benchmarks/people_clustering.py` (the same-person cue line): the nearest two different people are
+0.519 apart with HOG and 0.522 with YuNet (a Solvay face and a PASCAL VOC face), while 99% of the
+same-person pairs are closer than that; 0.6 would mark strangers (Reagan matched two at 0.558, 0.582)."""
+
 
 def no_face_found(photo: str) -> str:
     """The one wording for a query photo without a face (CLI commands and the page say the same)."""
@@ -127,6 +133,7 @@ def status(parquet: ParquetStore, stores: Mapping[str, FaceStore]) -> dict:
 
 __all__ = [
     "SAME_PERSON",
+    "SAME_PERSON_CUE",
     "ImageLoadError",
     "QueryFace",
     "QueryImageError",

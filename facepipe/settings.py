@@ -98,6 +98,9 @@ class Settings:
     """Photos the HTTP API decodes and draws at once (FACEPIPE_RENDERS): a 100 MP photo takes ~1 GB while drawn."""
     stores: tuple[str, ...] | None = None
     """FACEPIPE_STORES: the vector stores to export to, by registered name (None: all of them)."""
+    api_token: str | None = field(default=None, repr=False)
+    """FACEPIPE_API_TOKEN: when set, every edit through the HTTP API (and every read when the server
+    listens beyond loopback) must carry it (`Authorization: Bearer ...`)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +136,7 @@ class Settings:
             max_delete_share=share,
             renders=max(1, int(_number(env, "FACEPIPE_RENDERS", DEFAULT_RENDERS))),
             stores=_names(env, "FACEPIPE_STORES"),
+            api_token=env.get("FACEPIPE_API_TOKEN") or None,
         )
 
     def with_images(self, images: Path | str | None) -> Settings:

@@ -18,7 +18,7 @@ import re
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,9 +65,19 @@ class StateDB(Protocol):
 class SqliteDB:
     """One SQLite file in the data folder (the embedded default); exclusive writers queue on a lock file."""
 
-    def __init__(self, path: Path, schema: str, *, durable: bool = True, way_out: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        *,
+        durable: bool = True,
+        way_out: str = "",
+        added_columns: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.schema = schema
+        self.added_columns = added_columns or {}
+        """table -> {column: type}: columns added to the schema after files were made with it."""
         self.durable = durable
         """False: no fsync per commit (WAL stays consistent; a power cut loses only the last commits)."""
         self.way_out = way_out
@@ -90,9 +100,18 @@ class SqliteDB:
                 if not self.durable:
                     db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(self.schema)
+                self._add_columns(db)
                 yield db
             finally:
                 db.close()
+
+    def _add_columns(self, db: sqlite3.Connection) -> None:
+        """SQLite has no `ADD COLUMN IF NOT EXISTS`: look first."""
+        for table, columns in self.added_columns.items():
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -183,11 +202,24 @@ _ready_lock = threading.Lock()
 class PostgresDB:
     """One module's tables in a schema of a shared Postgres (`FACEPIPE_PG_DSN`)."""
 
-    def __init__(self, dsn: str, schema: str, *, name: str, import_from: Path | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        name: str,
+        import_from: Path | None = None,
+        added_columns: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"state name {name!r}: lower-case letters, digits and _ only")
         self.dsn = dsn
-        self.ddl = pg_schema(schema) + _IMPORTS_DDL
+        added = "".join(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pg_schema(kind)};\n"
+            for table, columns in (added_columns or {}).items()
+            for column, kind in columns.items()
+        )
+        self.ddl = pg_schema(schema) + added + _IMPORTS_DDL
         self.import_from = import_from
         """The SQLite file this state lived in before a DSN was set: copied in once, into empty tables."""
         self.name = name

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from facepipe.api import pages, people, photos, pictures, search
 from facepipe.api.context import ApiContext
 from facepipe.api.docs import add_docs
+from facepipe.api.guard import LOOPBACK, Guard
 from facepipe.api.stores import HeldStore, open_store
 from facepipe.api.uploads import MAX_UPLOAD, LimitUploads, UploadTooLarge, too_large
 from facepipe.library import Library
@@ -33,15 +34,27 @@ def create_app(
     lock_timeout: float = 15.0,
     face_store: FaceStore | None = None,
     render_wait: float = 60.0,
+    protect_reads: bool = False,
 ) -> FastAPI:
     """The API over the library's store named `store` (or `face_store` as given), its Parquet and its
-    people state; photos are served from the library's images folder."""
+    people state; photos are served from the library's images folder. With FACEPIPE_API_TOKEN set,
+    edits need the token, and reads too when `protect_reads` (a server beyond loopback)."""
     library = library or Library.open()
+    others = [n for n in library.store_names if n != store] if face_store is None else []
     if face_store is None:
         face_store, single_process = open_store(library, store, lock_timeout=lock_timeout)
     else:
         single_process = False
     held = HeldStore(face_store, idle_close if single_process else 0)
+
+    @contextlib.contextmanager
+    def sinks():
+        """People edits send person ids to every store: the held one and the others, opened for the edit."""
+        with held.use() as mine, contextlib.ExitStack() as stack:
+            opened = [library.store(n) for n in others]
+            for s in opened:
+                stack.callback(s.close)
+            yield [mine, *opened]
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -67,6 +80,7 @@ def create_app(
         searches=threading.BoundedSemaphore(SEARCHES_AT_ONCE),
         renders=threading.BoundedSemaphore(library.settings.renders),
         render_wait=render_wait,
+        sinks=sinks,
     )
 
     @app.exception_handler(UploadTooLarge)
@@ -82,6 +96,7 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=503)
 
     app.add_middleware(LimitUploads, max_bytes=max_upload)
+    app.add_middleware(Guard, token=library.settings.api_token, protect_reads=protect_reads)
     app.include_router(pages.router)
     add_docs(app)
     app.mount("/static", StaticFiles(directory=pages.WEB), name="static")
@@ -118,9 +133,11 @@ def serve(library: Library, host: str = "127.0.0.1", port: int = 8000, store: st
     import uvicorn
 
     sock = bind(host, port)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    beyond = host not in LOOPBACK
+    if beyond and not library.settings.api_token:
         print(
-            f"facepipe: listening on {host}: the API has no authentication, anyone who can reach it can search.",
+            f"facepipe: listening on {host} without FACEPIPE_API_TOKEN: anyone who can reach it can search "
+            "and edit people.",
             file=sys.stderr,
         )
     print(
@@ -129,5 +146,6 @@ def serve(library: Library, host: str = "127.0.0.1", port: int = 8000, store: st
         file=sys.stderr,
         flush=True,
     )
-    config = uvicorn.Config(create_app(store, library=library), host=host, port=port, log_level="info")
+    app = create_app(store, library=library, protect_reads=beyond)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info")
     uvicorn.Server(config).run(sockets=[sock])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +15,7 @@ from fastapi import Depends, Request
 from facepipe.api.stores import HeldStore
 from facepipe.faces.extract import ExtractSettings
 from facepipe.objects import BucketImages
-from facepipe.people import People
+from facepipe.people import People, PersonIdSink
 from facepipe.settings import DEFAULT_RENDERS
 from facepipe.stores.parquet import ParquetStore
 
@@ -30,6 +33,13 @@ class ApiContext:
     """Photos decoded and drawn at once (a 100 MP photo takes ~1 GB while drawn): more wait, then get 503."""
     render_wait: float = 60.0
     """Seconds a photo request waits for a rendering slot before it answers 503 with Retry-After."""
+    sinks: Callable[[], AbstractContextManager[list[PersonIdSink]]] = field(default=lambda: _no_sinks())
+    """The stores an edit sends person ids to, open for the edit."""
+
+
+@contextlib.contextmanager
+def _no_sinks() -> Iterator[list[PersonIdSink]]:
+    yield []
 
 
 def _context(request: Request) -> ApiContext:

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from facepipe.query import SAME_PERSON_CUE
+
 
 class MatchOut(BaseModel):
     image_key: str
@@ -30,6 +32,7 @@ class ImageSize(BaseModel):
 class SearchOut(BaseModel):
     faces: list[FaceOut]
     image: ImageSize | None = Field(None, description="size of the upright query photo, for drawing the boxes")
+    same_person: float = Field(SAME_PERSON_CUE, description="matches closer than this are shown as the same person")
 
 
 class PersonOut(BaseModel):
@@ -38,6 +41,7 @@ class PersonOut(BaseModel):
     faces: int
     image_keys: list[str]
     cover_face_id: str | None
+    hidden: bool = False
 
 
 class PhotoFace(BaseModel):
@@ -78,3 +82,66 @@ class PersonSearchOut(BaseModel):
     person_id: str | None
     name: str | None
     photos: list[dict[str, Any]] = Field(description="[{image_key, distance}], nearest first")
+
+
+# -- people edits --------------------------------------------------------------------------------------------
+
+
+class PersonPatch(BaseModel):
+    name: str | None = Field(None, description="the new name; null or blank removes it")
+    hidden: bool | None = Field(None, description="hide the person from the people page (or show again)")
+
+
+class MergeIn(BaseModel):
+    from_: list[str] = Field(alias="from", min_length=1, description="persons folded into this one")
+
+
+class SplitIn(BaseModel):
+    face_ids: list[str] = Field(min_length=1, description="faces of this person that move to a new person")
+
+
+class FacePersonIn(BaseModel):
+    person_id: str | None = Field(description="the person the face is (null: no person)")
+
+
+class FacePersonOut(BaseModel):
+    face_id: str
+    person_id: str | None
+    name: str | None
+
+
+class UndoIn(BaseModel):
+    n: int = Field(1, ge=1, le=100, description="how many of the last edits to revert")
+
+
+class EditOut(BaseModel):
+    id: int
+    at: str
+    who: str
+    action: str
+    detail: dict[str, Any]
+    undone_at: str | None
+
+
+class SuggestionOut(BaseModel):
+    kind: str = Field(description="'persons' (person_id and other_id may be one) or 'face' (face_id may be person_id)")
+    person_id: str
+    other_id: str | None = None
+    face_id: str | None = None
+    image_key: str | None = None
+    distance: float
+    face_ids: list[str] = Field(description="the two faces to show side by side")
+
+
+class DecisionIn(BaseModel):
+    kind: str = Field(pattern="^(persons|face)$")
+    person_id: str
+    other_id: str | None = None
+    face_id: str | None = None
+    accept: bool
+
+
+class UnassignedOut(BaseModel):
+    face_id: str
+    image_key: str
+    box: list[int] | None

@@ -18,8 +18,11 @@ class ErrorOut(BaseModel):
 
 _MEANING = {
     400: "bad input: a malformed upload, a photo that cannot be read, a key or id that is not valid",
+    401: "FACEPIPE_API_TOKEN is set and the request does not carry it (Authorization: Bearer)",
+    403: "a cross-site request: an edit whose Origin or Sec-Fetch-Site is another site",
     404: "no such photo, face or person",
     413: "upload over the size limit",
+    409: "the edit would put two faces of one photo in one person, or merge a person with itself",
     415: "not multipart/form-data, or the upload is not an image",
     422: "a query parameter out of range, or a photo of the collection that cannot be decoded",
     503: "busy (another process holds the embedded store, or the server is at its rendering limit: see "

@@ -14,6 +14,14 @@ class PeopleError(ValueError):
     """A person id that does not exist, a merge with itself, an empty name: the caller's input."""
 
 
+class NotFound(PeopleError):
+    """No such person or face (HTTP 404)."""
+
+
+class Conflict(PeopleError):
+    """The edit would break a rule: two faces of one photo in one person, a person merged with itself (409)."""
+
+
 @dataclass
 class Person:
     person_id: str
@@ -21,6 +29,7 @@ class Person:
     faces: int
     image_keys: list[str]
     cover_face_id: str | None = None
+    hidden: bool = False
 
     def as_json(self) -> dict:
         """The DESIGN's `people --json` entry (plus the cover face, for thumbnails)."""
@@ -30,6 +39,7 @@ class Person:
             "faces": self.faces,
             "image_keys": self.image_keys,
             "cover_face_id": self.cover_face_id,
+            "hidden": self.hidden,
         }
 
 

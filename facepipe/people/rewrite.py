@@ -12,7 +12,7 @@ import pyarrow as pa
 from facepipe.people.records import Person, PersonIdSink, Stat
 from facepipe.stores.parquet import ParquetStore
 
-FACE_COLUMNS = ["face_id", "image_key", "embedding", "person_id"]
+FACE_COLUMNS = ["face_id", "image_key", "embedding", "person_id", "top", "right", "bottom", "left"]
 """What people reads of a faces file."""
 
 

@@ -7,6 +7,7 @@ Parquet files last seen (tables `persons`, `faces`, `edges`, `files`, `meta`; vi
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.people.records import PeopleError, Person, Stat, person_number
+from facepipe.faces.records import Box
+from facepipe.people.constraints import FaceAt, Rule
+from facepipe.people.records import NotFound, PeopleError, Person, Stat, person_number
 from facepipe.statedb import Connection, SqliteDB, StateDB
 
 STATE_FILE = "people.sqlite"
@@ -57,6 +60,28 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns INTEGER NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS face_rules (  -- the user's word on one face, kept through every re-clustering
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    edit_id INTEGER NOT NULL,    -- the edit that made it (undo deletes it)
+    kind TEXT NOT NULL,          -- 'is': the face is person_id (null: nobody); 'not': never person_id
+    person_id TEXT,
+    face_id TEXT NOT NULL,       -- the face it was made on; after a re-index or another detector the
+    image_key TEXT NOT NULL,     -- face of the same photo whose box overlaps this box most takes it
+    box_top INTEGER NOT NULL, box_right INTEGER NOT NULL, box_bottom INTEGER NOT NULL, box_left INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS face_rules_image_key ON face_rules (image_key);
+CREATE TABLE IF NOT EXISTS apart (   -- two persons the user said are different people (a < b)
+    a TEXT NOT NULL, b TEXT NOT NULL, edit_id INTEGER NOT NULL, PRIMARY KEY (a, b)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS edits (   -- every people edit: who, when, what, and what it changed (for undo)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,        -- name, hide, merge, split, move, review
+    detail TEXT NOT NULL,        -- JSON: the request
+    before TEXT NOT NULL,        -- JSON: persons and faces as they were
+    undone_at TEXT
+);
 CREATE VIEW IF NOT EXISTS people AS
     SELECT f.person_id, p.name, count(*) AS faces, count(DISTINCT f.image_key) AS images
     FROM faces f JOIN persons p ON p.person_id = f.person_id
@@ -85,9 +110,16 @@ def _marks(items: Sized) -> str:
     return ",".join("?" * len(items))
 
 
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "persons": {"hidden": "INTEGER NOT NULL DEFAULT 0"},
+    "faces": {"box_top": "INTEGER", "box_right": "INTEGER", "box_bottom": "INTEGER", "box_left": "INTEGER"},
+}
+"""Columns added after the first release: states made before get them when opened (both backends)."""
+
+
 def sqlite_db(data_dir: Path) -> SqliteDB:
     """The embedded default: `people.sqlite` in the data folder."""
-    return SqliteDB(Path(data_dir) / STATE_FILE, SCHEMA, way_out=WAY_OUT)
+    return SqliteDB(Path(data_dir) / STATE_FILE, SCHEMA, way_out=WAY_OUT, added_columns=ADDED_COLUMNS)
 
 
 def _db(where: Path | StateDB) -> StateDB:
@@ -130,9 +162,15 @@ class State:
         for pid, key, n in rows:
             faces[pid] += n
             keys[pid].append(key)
-        names = dict(self.db.execute("SELECT person_id, name FROM persons"))
+        about = {
+            p: (name, bool(hidden))
+            for p, name, hidden in self.db.execute("SELECT person_id, name, hidden FROM persons")
+        }
         covers = self.covers(set(faces))
-        people = [Person(pid, names.get(pid), faces[pid], keys[pid], covers.get(pid)) for pid in faces]
+        people = []
+        for pid in faces:
+            name, hidden = about.get(pid, (None, False))
+            people.append(Person(pid, name, faces[pid], keys[pid], covers.get(pid), hidden))
         return sorted(people, key=lambda p: (-p.faces, person_number(p.person_id)))
 
     def covers(self, pids: set[str]) -> dict[str, str]:
@@ -157,7 +195,7 @@ class State:
         while True:
             row = self.db.execute("SELECT merged_into FROM persons WHERE person_id = ?", (pid,)).fetchone()
             if row is None:
-                raise PeopleError(f"no person {person_id!r} (see `facepipe people`)")
+                raise NotFound(f"no person {person_id!r} is known")
             if row[0] is None or row[0] in seen:
                 return pid
             seen.add(pid)
@@ -219,6 +257,8 @@ class State:
             seeds |= self.unlink(row_id)
         self.db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
         self.db.execute(f"DELETE FROM persons WHERE person_id IN ({marks})", list(gone))
+        self.db.execute(f"DELETE FROM face_rules WHERE person_id IN ({marks})", list(gone))
+        self.db.execute(f"DELETE FROM apart WHERE a IN ({marks}) OR b IN ({marks})", [*gone, *gone])
         self.set_pending_seeds(self.pending_seeds() | (seeds - set(ids)))
         return gone
 
@@ -265,12 +305,65 @@ class State:
             ]
         return out
 
-    def add_face(self, face_id: str, image_key: str, embedding: np.ndarray) -> int:
+    def add_face(
+        self, face_id: str, image_key: str, embedding: np.ndarray, box: Box | None = None, was: FaceAt | None = None
+    ) -> int:
+        """A new face; `was` is the face it replaces (same photo, same place), whose cluster it starts in."""
         cur = self.db.execute(
-            "INSERT INTO faces (face_id, image_key, embedding) VALUES (?, ?, ?) RETURNING id",
-            (face_id, image_key, blob_of(embedding)),
+            "INSERT INTO faces (face_id, image_key, embedding, box_top, box_right, box_bottom, box_left, cluster, "
+            "person_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (face_id, image_key, blob_of(embedding), *(box or (None,) * 4), was and was.cluster, was and was.person_id),
         )
         return cur.fetchone()[0]
+
+    def set_box(self, face_id: str, box: Box) -> None:
+        self.db.execute(
+            "UPDATE faces SET box_top = ?, box_right = ?, box_bottom = ?, box_left = ? WHERE face_id = ?",
+            (*box, face_id),
+        )
+
+    def faces_at(self, where: str, params: Sequence = ()) -> list[FaceAt]:
+        """The faces matching a WHERE clause (over `faces`), with their box and person."""
+        return [
+            FaceAt(row, fid, key, None if top is None else (top, right, bottom, left), pid, cluster)
+            for row, fid, key, top, right, bottom, left, pid, cluster in self.db.execute(
+                "SELECT id, face_id, image_key, box_top, box_right, box_bottom, box_left, person_id, cluster "
+                f"FROM faces WHERE {where} ORDER BY id",
+                params,
+            )
+        ]
+
+    def every_face(self) -> list[tuple[FaceAt, np.ndarray]]:
+        """Every face with its embedding (review and evaluation read them all)."""
+        vectors = {row: vector_of(blob) for row, blob in self.db.execute("SELECT id, embedding FROM faces")}
+        return [(f, vectors[f.row]) for f in self.faces_at("1")]
+
+    def faces_by_id(self, face_ids: Sequence[str]) -> dict[str, FaceAt]:
+        out: dict[str, FaceAt] = {}
+        for batch in _chunks(list(face_ids)):
+            out |= {f.face_id: f for f in self.faces_at(f"face_id IN ({_marks(batch)})", list(batch))}
+        return out
+
+    def faces_of(self, person_id: str) -> list[FaceAt]:
+        return self.faces_at("person_id = ?", (person_id,))
+
+    def set_faces(self, changes: Mapping[str, str | None]) -> None:
+        """face_id -> person id (cluster and person both): what an edit decides, until clustering runs."""
+        self.db.executemany(
+            "UPDATE faces SET cluster = ?, person_id = ? WHERE face_id = ?", [(p, p, f) for f, p in changes.items()]
+        )
+
+    def embeddings_by_person(self) -> dict[str | None, tuple[list[str], np.ndarray]]:
+        """person id (None: unassigned) -> (face ids, embeddings) of every face."""
+        rows = self.db.execute("SELECT person_id, face_id, embedding FROM faces ORDER BY id").fetchall()
+        grouped: dict[str | None, tuple[list[str], list[bytes]]] = defaultdict(lambda: ([], []))
+        for pid, fid, blob in rows:
+            grouped[pid][0].append(fid)
+            grouped[pid][1].append(blob)
+        return {
+            pid: (fids, np.frombuffer(b"".join(blobs), np.float32).reshape(-1, 128))
+            for pid, (fids, blobs) in grouped.items()
+        }
 
     def set_embedding(self, row_id: int, embedding: np.ndarray) -> None:
         self.db.execute("UPDATE faces SET embedding = ? WHERE id = ?", (blob_of(embedding), row_id))
@@ -393,6 +486,109 @@ class State:
     def set_persons_of(self, person_of: Mapping[int, str | None]) -> None:
         """What each face is after merges (face row id -> person id)."""
         self.db.executemany("UPDATE faces SET person_id = ? WHERE id = ?", [(p, v) for v, p in person_of.items()])
+
+    # -- the user's decisions: face rules, persons apart, the edit log --------------------------------------
+
+    def add_rule(self, edit_id: int, kind: str, person_id: str | None, face: FaceAt) -> None:
+        if face.box is None:
+            raise PeopleError(f"face {face.face_id} has no box recorded yet: run `facepipe index` first")
+        self.db.execute(
+            "INSERT INTO face_rules (edit_id, kind, person_id, face_id, image_key, box_top, box_right, box_bottom, "
+            "box_left) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (edit_id, kind, person_id, face.face_id, face.image_key, *face.box),
+        )
+
+    def rules_of_images(self, image_keys: Sequence[str]) -> list[Rule]:
+        out: list[Rule] = []
+        for keys in _chunks(sorted(set(image_keys))):
+            out += [
+                Rule(i, kind, pid, fid, key, (t, r, b, lft))
+                for i, kind, pid, fid, key, t, r, b, lft in self.db.execute(
+                    "SELECT id, kind, person_id, face_id, image_key, box_top, box_right, box_bottom, box_left "
+                    f"FROM face_rules WHERE image_key IN ({_marks(keys)})",
+                    list(keys),
+                )
+            ]
+        return out
+
+    def forget_rules(self, image_keys: Sequence[str]) -> None:
+        """Drop the rules made on faces of these photos (they are being erased)."""
+        for keys in _chunks(sorted(set(image_keys))):
+            self.db.execute(f"DELETE FROM face_rules WHERE image_key IN ({_marks(keys)})", list(keys))
+
+    def add_apart(self, edit_id: int, a: str, b: str) -> None:
+        lo, hi = sorted((a, b))
+        self.db.execute("INSERT INTO apart (a, b, edit_id) VALUES (?, ?, ?) ON CONFLICT (a, b) DO NOTHING", (lo, hi, edit_id))
+
+    def apart_pairs(self) -> set[tuple[str, str]]:
+        """Pairs of persons said to be different people, as the persons they now are."""
+        out = set()
+        for a, b in self.db.execute("SELECT a, b FROM apart").fetchall():
+            try:
+                ca, cb = self.canonical(a), self.canonical(b)
+            except PeopleError:
+                continue  # one was forgotten
+            if ca != cb:
+                out.add(tuple(sorted((ca, cb))))
+        return out
+
+    def begin_edit(self, who: str, action: str, detail: Mapping, faces: Sequence[str] = ()) -> int:
+        """Log an edit before making it, with what undo needs to put back: every person's name, hidden
+        flag and merge, and the cluster and person of the faces it touches."""
+        persons = {
+            pid: [name, hidden, into]
+            for pid, name, hidden, into in self.db.execute("SELECT person_id, name, hidden, merged_into FROM persons")
+        }
+        touched: dict[str, list] = {}
+        for batch in _chunks(list(faces)):
+            for fid, cluster, pid in self.db.execute(
+                f"SELECT face_id, cluster, person_id FROM faces WHERE face_id IN ({_marks(batch)})", list(batch)
+            ):
+                touched[fid] = [cluster, pid]
+        cur = self.db.execute(
+            "INSERT INTO edits (at, who, action, detail, before) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (timestamp(), who, action, json.dumps(detail), json.dumps({"persons": persons, "faces": touched})),
+        )
+        return cur.fetchone()[0]
+
+    def edits(self, limit: int | None = None) -> list[dict]:
+        """The edit log, newest first."""
+        rows = self.db.execute(
+            "SELECT id, at, who, action, detail, undone_at FROM edits ORDER BY id DESC LIMIT ?", (limit or 2**62,)
+        ).fetchall()
+        return [
+            {"id": i, "at": at, "who": who, "action": action, "detail": json.loads(detail), "undone_at": undone}
+            for i, at, who, action, detail, undone in rows
+        ]
+
+    def undo(self, edit_id: int) -> dict[str, str | None]:
+        """Put back what one edit changed; drops its rules and apart pairs. Returns face_id -> person id
+        of the faces put back (still present)."""
+        (before,) = self.db.execute("SELECT before FROM edits WHERE id = ?", (edit_id,)).fetchone()
+        before = json.loads(before)
+        self.db.executemany(
+            "UPDATE persons SET name = ?, hidden = ?, merged_into = ? WHERE person_id = ?",
+            [(name, hidden, into, pid) for pid, (name, hidden, into) in before["persons"].items()],
+        )
+        self.db.executemany(
+            "UPDATE faces SET cluster = ?, person_id = ? WHERE face_id = ?",
+            [(cluster, pid, fid) for fid, (cluster, pid) in before["faces"].items()],
+        )
+        self.db.execute("DELETE FROM face_rules WHERE edit_id = ?", (edit_id,))
+        self.db.execute("DELETE FROM apart WHERE edit_id = ?", (edit_id,))
+        self.db.execute("UPDATE edits SET undone_at = ? WHERE id = ?", (timestamp(), edit_id))
+        present = self.faces_by_id(list(before["faces"]))
+        return {fid: f.person_id for fid, f in present.items()}
+
+    def last_edits(self, n: int) -> list[int]:
+        """The ids of the last `n` edits not undone, newest first."""
+        rows = self.db.execute("SELECT id FROM edits WHERE undone_at IS NULL ORDER BY id DESC LIMIT ?", (n,))
+        return [i for (i,) in rows]
+
+    def set_hidden(self, person_id: str, hidden: bool) -> None:
+        self.db.execute(
+            "UPDATE persons SET hidden = ?, updated_at = ? WHERE person_id = ?", (int(hidden), timestamp(), person_id)
+        )
 
     # -- Parquet files seen --------------------------------------------------------------------------------
 

@@ -68,5 +68,27 @@ async function plainError(response) {
     case 415: return "That file is not a photo. Pick a JPEG, PNG, HEIC or WebP image.";
     case 503: return "The collection is busy being updated. Try again in a few seconds.";
     default: return response.status >= 500 ? "Something went wrong on the server. Try again later." : detail;
+// Calls to the API that change something (or any call, when the server asks for its token): the
+// token the user typed is kept for this tab (sessionStorage) and as a cookie for <img> requests.
+const TOKEN_KEY = "facepipe_token";
+
+function tokenHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function api(method, url, body) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const init = { method, headers: { ...tokenHeaders() } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, init);
+    if (response.status !== 401 || attempt) return response;
+    const token = window.prompt("This facepipe server needs its access token (FACEPIPE_API_TOKEN):");
+    if (!token) return response;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    document.cookie = `${TOKEN_KEY}=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
   }
 }

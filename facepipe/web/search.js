@@ -1,7 +1,7 @@
 "use strict";
 // The search page: drop or pick a photo, see its faces outlined and, per face, the nearest faces.
 
-const SAME_PERSON = 0.6;
+const SAME_PERSON = 0.5; // the server says its measured value (same_person); this is the fallback
 const drop = document.getElementById("drop");
 const input = document.getElementById("file");
 const status = document.getElementById("status");
@@ -80,7 +80,7 @@ function show(answer) {
 
     const matches = el("ol", { class: "matches" });
     for (const m of face.matches) {
-      const near = m.distance < SAME_PERSON;
+      const near = m.distance < (answer.same_person ?? SAME_PERSON);
       const who = m.person_id
         ? el("a", { class: "who", href: personUrl(m.person_id), text: personLabel(m.person_id, m.name) })
         : el("span", { class: "who", text: personLabel(m.person_id, m.name) });
