@@ -68,6 +68,9 @@ async function plainError(response) {
     case 415: return "That file is not a photo. Pick a JPEG, PNG, HEIC or WebP image.";
     case 503: return "The collection is busy being updated. Try again in a few seconds.";
     default: return response.status >= 500 ? "Something went wrong on the server. Try again later." : detail;
+  }
+}
+
 // Calls to the API that change something (or any call, when the server asks for its token): the
 // token the user typed is kept for this tab (sessionStorage) and as a cookie for <img> requests.
 const TOKEN_KEY = "facepipe_token";
