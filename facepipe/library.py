@@ -169,14 +169,10 @@ class Library:
     @cached_property
     def people(self) -> People:
         from facepipe.people import People
-        from facepipe.people.state import ADDED_COLUMNS, SCHEMA, STATE_FILE
+        from facepipe.people.state import STATE_FILE, postgres_db
 
         dsn = self.settings.pg_dsn
-        db = (
-            PostgresDB(dsn, SCHEMA, name="people", import_from=self.data / STATE_FILE, added_columns=ADDED_COLUMNS)
-            if dsn
-            else None
-        )
+        db = postgres_db(dsn, import_from=self.data / STATE_FILE) if dsn else None
         return People(self.data, self.parquet, db)
 
     @cached_property

@@ -65,9 +65,8 @@ def people_writer(dsn: str, tag: str, rounds: int, start) -> None:
     import numpy as np
 
     from facepipe.people import state
-    from facepipe.statedb import PostgresDB
 
-    db = PostgresDB(dsn, state.SCHEMA, name="people")
+    db = state.postgres_db(dsn)
     start.wait(120)
     for n in range(rounds):
         with state.writing(db) as st:

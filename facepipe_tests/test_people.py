@@ -73,10 +73,7 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Parque
     parquet = ParquetStore(root=str(tmp_path / "data" / "parquet"))
     db = None
     if request.param == "postgres":
-        from facepipe.people.state import SCHEMA
-        from facepipe.statedb import PostgresDB
-
-        db = PostgresDB(request.getfixturevalue("pg_dsn"), SCHEMA, name="people")
+        db = state.postgres_db(request.getfixturevalue("pg_dsn"))
     yield parquet, People(tmp_path / "data", parquet, db)
 
 

@@ -12,16 +12,19 @@ import numpy as np
 import pytest
 
 from facepipe.faces.records import Face, ImageRecord, face_id
-from facepipe.people import People, PeopleError
+from facepipe.people import People, PeopleError, state
 from facepipe.people.records import Conflict
 from facepipe.stores.parquet import ParquetStore
+from facepipe_tests.shared_pg import pg_dsn, pg_server  # noqa: F401
 from facepipe_tests.test_people import CENTRES, RNG, Recorder, persons_of
 
 
-@pytest.fixture
-def lab(tmp_path) -> tuple[ParquetStore, People]:
+@pytest.fixture(params=["sqlite", "postgres"])
+def lab(tmp_path, request) -> tuple[ParquetStore, People]:
+    """The edits on both state backends: the embedded SQLite file and a Postgres (FACEPIPE_PG_DSN)."""
     parquet = ParquetStore(root=str(tmp_path / "data" / "parquet"))
-    return parquet, People(tmp_path / "data", parquet)
+    db = state.postgres_db(request.getfixturevalue("pg_dsn")) if request.param == "postgres" else None
+    return parquet, People(tmp_path / "data", parquet, db)
 
 
 def shot(parquet: ParquetStore, key: str, *people: str, tag: str = "v1", shift: int = 0) -> list[Face]:
@@ -224,8 +227,6 @@ def test_review_offers_close_persons_and_remembers_the_answer(lab):
 
 
 def test_forgetting_erases_the_rules_about_a_person_and_a_photo(lab):
-    import sqlite3
-
     parquet, people = lab
     for key, who in [("a1", "A"), ("a2", "A"), ("a3", "A"), ("b1", "B"), ("b2", "B")]:
         shot(parquet, f"{key}.jpg", who)
@@ -235,7 +236,7 @@ def test_forgetting_erases_the_rules_about_a_person_and_a_photo(lab):
     people.move(_face_ids(parquet, "b1.jpg")[0], None)
     people.forget(new)
     people.forget_images(["b1.jpg"])
-    with sqlite3.connect(people.path) as db:
+    with people.db.reading() as db:
         assert db.execute("SELECT count(*) FROM face_rules").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM apart").fetchone() == (0,)
 

@@ -141,7 +141,7 @@ def test_two_processes_write_the_same_manifest_rows(tmp_path: Path, pg_dsn: str)
 def test_two_processes_add_people_without_lost_updates(pg_dsn: str) -> None:  # noqa: F811
     rounds = 40
     _run_pair(people_writer, (pg_dsn, "a", rounds), (pg_dsn, "b", rounds))
-    with state.reading(PostgresDB(pg_dsn, state.SCHEMA, name="people")) as st:
+    with state.reading(state.postgres_db(pg_dsn)) as st:
         persons = st.persons()
         counter = st.db.execute("SELECT value FROM meta WHERE key = 'next_person'").fetchone()[0]
     ids = sorted(p.person_id for p in persons)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
@@ -62,7 +61,7 @@ def recluster(state: State, comp: list[int], comp_edges: list[tuple[int, int]]) 
     apart) on one set of components, then each cluster gets the id it should keep: the person its
     fixed faces were put in, else by `choose_ids`. Updates the faces' clusters and persons, and the
     touched persons' centroids and covers. Returns the new ids."""
-    faces = state.faces_at("id IN (SELECT value FROM json_each(?))", (json.dumps(comp),))
+    faces = state.faces_in("id", comp)
     pins, nots = _user_rules(state, faces)
     vertices = [f for f in faces if pins.get(f.row) != constraints.NOBODY]
     keep = {f.row for f in vertices}
@@ -134,7 +133,7 @@ def _one_face_per_photo(
     person's other faces), or because the user said the face is not that person."""
     out = [f.row for f in faces if person_of.get(f.row) and person_of[f.row] in nots.get(f.row, ())]
     keys = sorted({f.image_key for f in faces})
-    others = state.faces_at("image_key IN (SELECT value FROM json_each(?))", (json.dumps(keys),))
+    others = state.faces_in("image_key", keys)
     holders: dict[tuple[str, str], list[int]] = defaultdict(list)
     for f in others:
         pid = person_of.get(f.row, f.person_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -454,10 +453,7 @@ class People:
         seeds: set[int] = set()
         removed: set[int] = set()
         added: list[int] = []
-        before = {
-            f.row: f
-            for f in st.faces_at("image_key IN (SELECT value FROM json_each(?))", (json.dumps(sorted(now_faces)),))
-        }
+        before = {f.row: f for f in st.faces_in("image_key", sorted(now_faces))}
         gone: dict[str, list[FaceAt]] = defaultdict(list)
         for row_id, fid, key, vector in st.faces_of_images(sorted(now_faces)):
             emb = now_faces[key].pop(fid, None)

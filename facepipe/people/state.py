@@ -18,7 +18,7 @@ import numpy as np
 from facepipe.faces.records import Box
 from facepipe.people.constraints import FaceAt, Rule
 from facepipe.people.records import NotFound, PeopleError, Person, Stat, person_number
-from facepipe.statedb import Connection, SqliteDB, StateDB
+from facepipe.statedb import Connection, PostgresDB, SqliteDB, StateDB
 
 STATE_FILE = "people.sqlite"
 LOCK_FILE = "people.lock"
@@ -120,6 +120,11 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
 def sqlite_db(data_dir: Path) -> SqliteDB:
     """The embedded default: `people.sqlite` in the data folder."""
     return SqliteDB(Path(data_dir) / STATE_FILE, SCHEMA, way_out=WAY_OUT, added_columns=ADDED_COLUMNS)
+
+
+def postgres_db(dsn: str, import_from: Path | None = None) -> PostgresDB:
+    """The people tables in a shared Postgres (`FACEPIPE_PG_DSN`), schema `facepipe_people`."""
+    return PostgresDB(dsn, SCHEMA, name="people", import_from=import_from, added_columns=ADDED_COLUMNS)
 
 
 def _db(where: Path | StateDB) -> StateDB:
@@ -336,13 +341,18 @@ class State:
     def every_face(self) -> list[tuple[FaceAt, np.ndarray]]:
         """Every face with its embedding (review and evaluation read them all)."""
         vectors = {row: vector_of(blob) for row, blob in self.db.execute("SELECT id, embedding FROM faces")}
-        return [(f, vectors[f.row]) for f in self.faces_at("1")]
+        return [(f, vectors[f.row]) for f in self.faces_at("TRUE")]
+
+    def faces_in(self, column: str, values: Iterable) -> list[FaceAt]:
+        """The faces whose `column` (id, face_id or image_key) is one of `values`, in id order; asked in
+        chunks of plain placeholders, which both SQLite and Postgres take."""
+        if column not in ("id", "face_id", "image_key"):
+            raise ValueError(f"faces_in: unknown column {column!r}")
+        found = [f for batch in _chunks(list(values)) for f in self.faces_at(f"{column} IN ({_marks(batch)})", batch)]
+        return sorted(found, key=lambda f: f.row)
 
     def faces_by_id(self, face_ids: Sequence[str]) -> dict[str, FaceAt]:
-        out: dict[str, FaceAt] = {}
-        for batch in _chunks(list(face_ids)):
-            out |= {f.face_id: f for f in self.faces_at(f"face_id IN ({_marks(batch)})", list(batch))}
-        return out
+        return {f.face_id: f for f in self.faces_in("face_id", face_ids)}
 
     def faces_of(self, person_id: str) -> list[FaceAt]:
         return self.faces_at("person_id = ?", (person_id,))
@@ -518,7 +528,9 @@ class State:
 
     def add_apart(self, edit_id: int, a: str, b: str) -> None:
         lo, hi = sorted((a, b))
-        self.db.execute("INSERT INTO apart (a, b, edit_id) VALUES (?, ?, ?) ON CONFLICT (a, b) DO NOTHING", (lo, hi, edit_id))
+        self.db.execute(
+            "INSERT INTO apart (a, b, edit_id) VALUES (?, ?, ?) ON CONFLICT (a, b) DO NOTHING", (lo, hi, edit_id)
+        )
 
     def apart_pairs(self) -> set[tuple[str, str]]:
         """Pairs of persons said to be different people, as the persons they now are."""
