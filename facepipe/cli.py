@@ -79,13 +79,14 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _up_to_date(library: Library) -> bool:
     """Folder, manifest, stores, people and compaction agree, and the Dagster home exists: no Dagster needed."""
-    from facepipe import sync
+    from facepipe import heal, sync
 
     if not (library.settings.dagster_home_path / "dagster.yaml").exists():
         return False
-    return (
-        sync.nothing_to_do(library) is not None and not library.people.is_stale() and not library.compactor.is_stale()
-    )
+    if sync.nothing_to_do(library) is None or library.people.is_stale() or library.compactor.is_stale():
+        return False
+    with library:  # one count per store and a stat per Parquet file: a lost store or file is healed now
+        return heal.looks_whole(library)
 
 
 def _empty_report(images: int) -> dict:
@@ -99,6 +100,7 @@ def _empty_report(images: int) -> dict:
         "errors": [],
         "failed_runs": [],
         "repaired": [],
+        "damaged": [],
         "people": {},
     }
 
@@ -106,6 +108,9 @@ def _empty_report(images: int) -> dict:
 def _summary(report, library: Library) -> str:
     took = f"in {report.seconds:.1f}s ({library.root})."
     if report.processed == 0 and not report.failed_runs:
+        if report.repaired:
+            again = len(report.repaired)
+            return f"Exported {again} photos again to stores that lost them; {report.images} images {took}"
         if report.deleted:
             return f"Erased {report.deleted} deleted photos; {report.images} images unchanged {took}"
         return f"Nothing to do: {report.images} images unchanged {took}"
@@ -226,6 +231,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for err in doc["errors"]:
         print(f"  error: {err['image_key']}: {err['reason']}")
+    for path in doc["parquet"].get("damaged", []):
+        print(f"  damaged: {path} (left out of the counts; `facepipe index` extracts its photo again)")
     return 0
 
 

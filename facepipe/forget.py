@@ -1,7 +1,10 @@
 """Erasing photos and faces: every trace in Parquet, the vector stores, the clusters and the manifest.
 
 Order matters for a crash half way: the stores and the Parquet go first and the manifest last, so
-an interrupted erase is found again (and finished) by the next sync. Dagster's own records of the
+an interrupted erase is found again (and finished) by the next sync. A photo the user forgets gets its
+tombstone first of all: every writer (a run extracting or exporting it right now, in this process or
+another) checks for tombstones after it writes and erases what it wrote, so erasure wins every race;
+the tombstone is marked erased last, and an unmarked one is erased again by the next sync. Dagster's own records of the
 partitions are dropped by the Dagster shell (`facepipe.defs.partitions.drop_partitions`).
 """
 
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
 
 def erase_images(library: Library, keys: Sequence[str], keep_out: bool = False) -> None:
     """Erase the photos' faces everywhere. `keep_out`: the user asked, so never index them again."""
+    if keep_out:
+        library.manifest.tombstone(keys)
     for store in library.stores().values():
         store.delete_images(keys)
     for key in keys:
@@ -33,7 +38,9 @@ def erase_faces(library: Library, face_ids: Iterable[str]) -> int:
     library.manifest.forget_faces(wanted)  # first: a re-index from now on already leaves them out
     for store in library.stores().values():
         store.delete_faces(sorted(wanted))
+    held = library.parquet.face_ids_by_image()
     dropped = library.parquet.drop_faces(wanted)
+    library.manifest.set_faces({k: len(ids - wanted) for k, ids in held.items() if ids & wanted})
     refresh_compacted(library)
     return dropped
 

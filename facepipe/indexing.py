@@ -76,10 +76,12 @@ def index_batch(library: Library, keys: Sequence[str], force: bool = False) -> B
     images_root, workers = library.root, library.settings.worker_count
     forgotten = manifest.forgotten_face_ids()
     todo = list(keys) if force else manifest.needs_indexing(keys, settings.model_version)
+    todo = _not_forgotten(manifest, todo)
     summary.skipped = len(keys) - len(todo)
     todo_set = set(todo)
     summary.photos.extend(_skipped(library, [k for k in keys if k not in todo_set]))
-    marks: list[tuple[str, str, str, str]] = []
+    marks: list[tuple[str, str, str, str, int]] = []
+    written: dict[str, list[str]] = {}  # written since the last tombstone check: key -> face ids
     flushed = time.monotonic()
     staging = contextlib.ExitStack()
     try:
@@ -93,12 +95,14 @@ def index_batch(library: Library, keys: Sequence[str], force: bool = False) -> B
             if forgotten:  # faces the user erased stay erased when their photo is processed again
                 record.faces = [f for f in record.faces if f.face_id not in forgotten]
             parquet.write(record)
+            written[record.image_key] = [f.face_id for f in record.faces]
             # Marked in one transaction per second, not per photo (tiny photos take less than a commit);
             # a photo written but not yet marked when the run dies is only indexed again.
-            marks.append((record.image_key, record.sha256, settings.model_version, record.status))
+            marks.append((record.image_key, record.sha256, settings.model_version, record.status, record.face_count))
             if time.monotonic() - flushed >= MARK_EVERY_SECONDS:
                 manifest.mark_indexed_many(marks)
-                marks, flushed = [], time.monotonic()
+                drop_forgotten(library, written)
+                marks, written, flushed = [], {}, time.monotonic()
             summary.images += 1
             summary.faces += record.face_count
             summary.extract_seconds += record.seconds
@@ -111,9 +115,32 @@ def index_batch(library: Library, keys: Sequence[str], force: bool = False) -> B
                 hook(record)
     finally:
         manifest.mark_indexed_many(marks)
-        staging.close()
+        try:
+            drop_forgotten(library, written)
+        finally:
+            staging.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _not_forgotten(manifest, keys: Sequence[str]) -> list[str]:
+    gone = manifest.forgotten_among(keys)
+    return [k for k in keys if k not in gone] if gone else list(keys)
+
+
+def drop_forgotten(library: Library, written: dict[str, list[str]]) -> None:
+    """The writer's half of "erasure wins": after writing, look for tombstones that appeared meanwhile.
+
+    `forget` writes its tombstone before it erases, and this check runs after the write, so either
+    `forget` erased what was written or this finds the tombstone and erases it itself."""
+    if not written:
+        return
+    manifest, parquet = library.manifest, library.parquet
+    for key in sorted(manifest.forgotten_among(written)):
+        parquet.delete(key)
+    erased = manifest.forgotten_faces_among(fid for ids in written.values() for fid in ids)
+    if erased:
+        parquet.drop_faces(erased)
 
 
 def _skipped(library: Library, keys: Sequence[str]) -> list[PhotoResult]:

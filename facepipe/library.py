@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from facepipe.manifest import ADDED_COLUMNS as MANIFEST_ADDED
 from facepipe.manifest import SCHEMA as MANIFEST_SCHEMA
 from facepipe.manifest import Manifest
 from facepipe.objects import BucketImages, s3_filesystem
@@ -149,7 +150,11 @@ class Library:
     def manifest(self) -> Manifest:
         dsn = self.settings.pg_dsn
         local = self.data / "manifest.sqlite"
-        db = PostgresDB(dsn, MANIFEST_SCHEMA, name="manifest", import_from=local) if dsn else local
+        db = (
+            PostgresDB(dsn, MANIFEST_SCHEMA, name="manifest", import_from=local, added_columns=MANIFEST_ADDED)
+            if dsn
+            else local
+        )
         manifest = Manifest(db, self.images)
         moved = self.moved_stores()
         if moved:  # what the old location held says nothing about the new one: export there again

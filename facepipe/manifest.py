@@ -8,6 +8,7 @@ tick over an unchanged folder reads no file content.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,10 +38,13 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,
     indexed_sha256 TEXT,
     indexed_version TEXT,
-    status TEXT
+    status TEXT,
+    faces INTEGER  -- faces the Parquet holds for it: what every store must hold too
 );
--- Photos and faces the user asked to forget: never indexed again until the user asks.
-CREATE TABLE IF NOT EXISTS forgotten_images (key TEXT PRIMARY KEY);
+-- Photos and faces the user asked to forget: never indexed again until the user asks. A photo's row is
+-- its tombstone: written before anything is erased (erased = 0 until every copy is gone), and checked by
+-- every writer after it writes, so a run in flight never brings a forgotten photo back.
+CREATE TABLE IF NOT EXISTS forgotten_images (key TEXT PRIMARY KEY, sha256 TEXT, forgotten_at REAL, erased INTEGER);
 CREATE TABLE IF NOT EXISTS forgotten_faces (face_id TEXT PRIMARY KEY);
 -- Which indexed content each vector store holds, so a failed or lost export is redone.
 CREATE TABLE IF NOT EXISTS exports (
@@ -50,7 +54,16 @@ CREATE TABLE IF NOT EXISTS exports (
     version TEXT NOT NULL,
     PRIMARY KEY (key, store)
 );
+-- Parquet files (path under parquet/) whose footer was read and found whole, at this stat: a file
+-- that changed since (truncated, replaced behind facepipe's back) is read again.
+CREATE TABLE IF NOT EXISTS checked_files (path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER) WITHOUT ROWID;
 """
+
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "files": {"faces": "INTEGER"},
+    "forgotten_images": {"sha256": "TEXT", "forgotten_at": "REAL", "erased": "INTEGER"},
+}
+"""Columns later versions added: a manifest written before them gains them on open."""
 
 
 @dataclass
@@ -92,7 +105,7 @@ SCHEMA = _SCHEMA
 def sqlite_manifest_db(db_path: Path) -> SqliteDB:
     # No fsync per commit (WAL stays consistent); a power cut can only lose the last marks,
     # and a photo not marked indexed is simply indexed again.
-    return SqliteDB(db_path, SCHEMA, durable=False, way_out=WAY_OUT)
+    return SqliteDB(db_path, SCHEMA, durable=False, way_out=WAY_OUT, added_columns=ADDED_COLUMNS)
 
 
 class Manifest:
@@ -137,7 +150,7 @@ class Manifest:
                 plan.changed.append(key)
             else:
                 plan.unchanged += 1  # touched, same bytes
-        plan.deleted = sorted(set(known) - seen)
+        plan.deleted = sorted(set(known) - seen - forgotten)  # a forget under way erases those itself
         plan.new.sort()
         plan.changed.sort()
         return plan
@@ -226,26 +239,111 @@ class Manifest:
         with self._db() as db:
             return [row[0] for row in db.execute("SELECT key FROM files WHERE status = 'error' ORDER BY key")]
 
-    def mark_indexed_many(self, marks: Iterable[tuple[str, str, str, str]]) -> None:
-        """Several (key, sha256, model_version, status) in one transaction."""
+    def mark_indexed_many(self, marks: Iterable[tuple]) -> None:
+        """Several (key, sha256, model_version, status[, faces written]) in one transaction."""
         with self._db() as db:
             db.executemany(
-                "UPDATE files SET indexed_sha256 = ?, indexed_version = ?, status = ? WHERE key = ?",
-                [(sha256, version, status, key) for key, sha256, version, status in marks],
+                "UPDATE files SET indexed_sha256 = ?, indexed_version = ?, status = ?, faces = ? WHERE key = ?",
+                [(m[1], m[2], m[3], m[4] if len(m) > 4 else None, m[0]) for m in marks],
             )
+
+    # -- what the Parquet and the stores should hold (self-healing) ----------------------------------------
+
+    def indexed_faces(self) -> dict[str, tuple[str | None, int | None]]:
+        """Every indexed key -> (status, faces in its Parquet; None when an older version did not count)."""
+        with self._db() as db:
+            rows = db.execute("SELECT key, status, faces FROM files WHERE indexed_sha256 IS NOT NULL")
+            return {row[0]: (row[1], row[2]) for row in rows}
+
+    def set_faces(self, counts: dict[str, int]) -> None:
+        with self._db() as db:
+            db.executemany("UPDATE files SET faces = ? WHERE key = ?", [(n, k) for k, n in counts.items()])
+
+    def expected_faces(self, store: str) -> int | None:
+        """Faces the store should hold for what the manifest says it exported (None: a count is unknown)."""
+        with self._db() as db:
+            total, unknown = db.execute(
+                "SELECT COALESCE(SUM(f.faces), 0), COUNT(*) - COUNT(f.faces) FROM files f "
+                "JOIN exports e ON e.key = f.key AND e.store = ? "
+                "AND e.sha256 = f.indexed_sha256 AND e.version = f.indexed_version",
+                (store,),
+            ).fetchone()
+        return None if unknown else int(total)
+
+    def reindex(self, keys: Iterable[str]) -> None:
+        """Extract these photos again (their Parquet is lost or damaged) and export them afresh."""
+        keys = list(keys)
+        with self._db() as db:
+            db.executemany(
+                "UPDATE files SET indexed_sha256 = NULL, indexed_version = NULL, faces = NULL WHERE key = ?",
+                [(k,) for k in keys],
+            )
+            db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in keys])
+
+    def checked_files(self) -> dict[str, tuple[int, int]]:
+        with self._db() as db:
+            return {row[0]: (row[1], row[2]) for row in db.execute("SELECT path, mtime_ns, size FROM checked_files")}
+
+    def record_checked(self, whole: dict[str, tuple[int, int]], gone: Iterable[str] = ()) -> None:
+        with self._db() as db:
+            db.executemany(
+                "INSERT INTO checked_files(path, mtime_ns, size) VALUES (?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET mtime_ns = excluded.mtime_ns, size = excluded.size",
+                [(path, *stat) for path, stat in whole.items()],
+            )
+            db.executemany("DELETE FROM checked_files WHERE path = ?", [(p,) for p in gone])
 
     def remove(self, keys: Iterable[str]) -> None:
         with self._db() as db:
             db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
             db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in keys])
 
+    def tombstone(self, keys: Iterable[str]) -> None:
+        """Step one of forgetting photos: from this commit on, every writer drops what it writes of them."""
+        now = time.time()
+        with self._db() as db:
+            db.executemany(
+                "INSERT INTO forgotten_images(key, sha256, forgotten_at, erased) "
+                "VALUES (?, (SELECT sha256 FROM files WHERE key = ?), ?, 0) "
+                "ON CONFLICT(key) DO UPDATE SET forgotten_at = excluded.forgotten_at, erased = 0",
+                [(k, k, now) for k in keys],
+            )
+
     def forget_images(self, keys: Iterable[str]) -> None:
-        """Drop the files' rows and keep them out of every later diff, even while the files exist."""
+        """Last step of forgetting: drop the files' rows and keep them out of every later diff, even while
+        the files exist (the tombstone, now marked erased)."""
         keys = list(keys)
+        now = time.time()
         with self._db() as db:
             db.executemany("DELETE FROM files WHERE key = ?", [(k,) for k in keys])
             db.executemany("DELETE FROM exports WHERE key = ?", [(k,) for k in keys])
-            db.executemany("INSERT INTO forgotten_images(key) VALUES (?) ON CONFLICT DO NOTHING", [(k,) for k in keys])
+            db.executemany(
+                "INSERT INTO forgotten_images(key, forgotten_at, erased) VALUES (?, ?, 1) "
+                "ON CONFLICT(key) DO UPDATE SET erased = 1",
+                [(k, now) for k in keys],
+            )
+
+    def unfinished_forgets(self) -> list[str]:
+        """Photos whose erasure was interrupted (a tombstone not yet marked erased): to erase again."""
+        with self._db() as db:
+            return [row[0] for row in db.execute("SELECT key FROM forgotten_images WHERE erased = 0 ORDER BY key")]
+
+    def forgotten_among(self, keys: Iterable[str]) -> set[str]:
+        """Which of these photos carry a tombstone (a writer checks right after it wrote them)."""
+        return self._among("SELECT key FROM forgotten_images WHERE key IN ({})", list(keys))
+
+    def forgotten_faces_among(self, face_ids: Iterable[str]) -> set[str]:
+        return self._among("SELECT face_id FROM forgotten_faces WHERE face_id IN ({})", list(face_ids))
+
+    def _among(self, query: str, values: list[str]) -> set[str]:
+        found: set[str] = set()
+        if not values:
+            return found
+        with self._db() as db:
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                found.update(row[0] for row in db.execute(query.format(",".join("?" * len(chunk))), chunk))
+        return found
 
     def forget_faces(self, face_ids: Iterable[str]) -> None:
         with self._db() as db:

@@ -16,7 +16,7 @@ from facepipe.faces.records import Box, Face
 from facepipe.secrets import redact
 from facepipe.settings import current
 from facepipe.stores.base import FaceStore, Match
-from facepipe.stores.parquet import ParquetStore
+from facepipe.stores.parquet import DamagedParquet, ParquetStore
 
 SAME_PERSON = 0.6
 """dlib's documented threshold: the same person is usually closer than this (Euclidean)."""
@@ -108,7 +108,10 @@ def person_of_face(
 
 def nearest_in_image(parquet: ParquetStore, image_key: str, face: Face) -> float:
     """Distance from `face` to the closest face of one stored image (for photos found via the cluster)."""
-    table = parquet.read_faces(image_key, ["embedding"])
+    try:
+        table = parquet.read_faces(image_key, ["embedding"])
+    except DamagedParquet:
+        return float("inf")  # found through its cluster all the same; `facepipe index` re-extracts it
     if table.num_rows == 0:
         return float("inf")
     vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, 128)
@@ -123,6 +126,8 @@ def status(parquet: ParquetStore, stores: Mapping[str, FaceStore]) -> dict:
         "errors": [{"image_key": r["image_key"], "reason": r["reason"]} for r in images if r["status"] != "ok"],
         "parquet": {"faces": parquet.faces(["face_id"]).num_rows},
     }
+    if parquet.damaged:  # counted without them; `facepipe index` extracts their photos again
+        doc["parquet"]["damaged"] = sorted(str(path) for path in parquet.damaged)
     for name, store in stores.items():
         try:
             doc[name] = {"faces": store.count()}

@@ -62,6 +62,9 @@ def plan(
     check_deletions(library, sync_plan, confirmed)
     if sync_plan.deleted:
         erase_images(library, sync_plan.deleted)
+    unfinished = library.manifest.unfinished_forgets()
+    if unfinished:  # a `forget` interrupted half way: its tombstones are there, the erasure is finished here
+        erase_images(library, unfinished, keep_out=True)
     existing = set(known_partitions)
     wanted = sorted((set(library.manifest.keys()) - set(sync_plan.deleted)) | set(sync_plan.new))
     added = [k for k in wanted if k not in existing]  # also partitions a fresh Dagster home lacks
@@ -90,6 +93,8 @@ def nothing_to_do(library: Library) -> SyncPlan | None:
     library.check_root()
     diff = library.manifest.diff()
     if diff or library.manifest.pending(library.settings.extract.model_version):
+        return None
+    if library.manifest.unfinished_forgets():
         return None
     if any(library.manifest.unexported(name) for name in library.store_names):
         return None

@@ -20,6 +20,7 @@ from facepipe.api.uploads import MAX_UPLOAD, LimitUploads, UploadTooLarge, too_l
 from facepipe.library import Library
 from facepipe.statefiles import StateFileError
 from facepipe.stores.base import FaceStore, StoreError
+from facepipe.stores.parquet import DamagedParquet
 
 SEARCHES_AT_ONCE = 2
 """Face extraction is CPU- and memory-heavy: more concurrent uploads wait instead of piling up."""
@@ -94,6 +95,10 @@ def create_app(
     @app.exception_handler(StateFileError)
     async def _state_file_error(request: Request, exc: StateFileError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(DamagedParquet)
+    async def _damaged(request: Request, exc: DamagedParquet) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "60"})
 
     app.add_middleware(LimitUploads, max_bytes=max_upload)
     app.add_middleware(Guard, token=library.settings.api_token, protect_reads=protect_reads)

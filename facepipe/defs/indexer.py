@@ -15,16 +15,21 @@ from dataclasses import dataclass, field
 import dagster as dg
 from tqdm import tqdm
 
-from facepipe import indexing, sync
-from facepipe.consistency import compare
+from facepipe import heal, indexing, sync
 from facepipe.defs.build import build_definitions
 from facepipe.defs.compaction import compact_in_process
 from facepipe.defs.instance import QUIET_CONSOLE, ensure_dagster_home
-from facepipe.defs.partitions import images_partitions
+from facepipe.defs.partitions import (
+    drop_partitions,
+    images_partitions,
+    in_process_tags,
+    partition_assets,
+    runs_in_flight,
+)
 from facepipe.defs.people import INDEX_JOB, refresh_people
 from facepipe.library import Library
 from facepipe.manifest import SyncPlan
-from facepipe.partition_ranges import range_tags
+from facepipe.partition_ranges import contiguous_batches, range_tags
 
 
 @dataclass
@@ -38,16 +43,35 @@ class IndexReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     failed_runs: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # images whose store copies differed
+    damaged: list[str] = field(default_factory=list)  # images whose Parquet was lost or damaged: extracted again
     people: dict = field(default_factory=dict)
     seconds: float = 0.0
 
 
 def repair_exports(library: Library) -> list[str]:
-    """Compare each store with the Parquet; images that differ are exported again."""
-    _, diffs = compare(library.parquet, library.stores())
-    for name, diff in diffs.items():
-        library.manifest.reset_exports(diff.images, name)
-    return sorted({key for diff in diffs.values() for key in diff.images})
+    """Compare each store with the Parquet face id by face id; images that differ are exported again
+    (a damaged or missing Parquet file is extracted again instead, never exported as "no faces")."""
+    return heal.heal(library, full=True).repaired
+
+
+def live_batches(library: Library, instance: dg.DagsterInstance, batch: list[str]) -> list[list[str]]:
+    """The batch minus photos forgotten since it was planned, as ranges of the partitions there are now
+    (a range must never name a key `forget` deleted)."""
+    gone = library.manifest.forgotten_among(batch)
+    if not gone:
+        return [batch]
+    order = instance.get_dynamic_partitions(images_partitions.name)
+    return contiguous_batches([k for k in batch if k not in gone], order, library.settings.batch)
+
+
+def drop_forgotten_partitions(library: Library, instance: dg.DagsterInstance) -> None:
+    """Partitions of photos forgotten while a run was in flight (`forget` leaves them to the run's end),
+    once no run is in flight (one may name them in its range)."""
+    if runs_in_flight(instance):
+        return
+    gone = library.manifest.forgotten_among(instance.get_dynamic_partitions(images_partitions.name))
+    if gone:
+        drop_partitions(instance, sorted(gone), partition_assets())
 
 
 def run_index(
@@ -69,10 +93,11 @@ def run_index(
         instance.add_dynamic_partitions(images_partitions.name, outcome.add_partitions)
     for key in outcome.delete_partitions:
         instance.delete_dynamic_partition(images_partitions.name, key)
+    drop_forgotten_partitions(library, instance)
     plan = outcome.plan
     report = IndexReport(new=len(plan.new), changed=len(plan.changed), deleted=len(plan.deleted))
-    if repair:
-        report.repaired = repair_exports(library)
+    healing = heal.heal(library, full=repair)
+    report.repaired, report.damaged = healing.repaired, sorted(healing.damaged)
     batches = sync.commit(library, outcome, pending=True)
     report.images = len(library.manifest.keys())
     pending = sum(len(b) for b in batches)
@@ -98,12 +123,14 @@ def run_index(
     try:
         with embedded_postgres_held(library, bool(batches)):
             job = defs.resolve_job_def(INDEX_JOB)
-            for batch in batches:
-                result = job.execute_in_process(
-                    instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
-                )
-                if not result.success:
-                    report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id}): {failure(result)}")
+            for planned in batches:
+                for batch in live_batches(library, instance, planned):
+                    result = job.execute_in_process(
+                        instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
+                    )
+                    if not result.success:
+                        report.failed_runs.append(f"{batch[0]}..{batch[-1]} (run {result.run_id}): {failure(result)}")
+            drop_forgotten_partitions(library, instance)
             # Deleted photos (no run) and runs that failed before people: one more clustering pass.
             if library.people.is_stale():
                 result = refresh_people(defs, instance)
@@ -119,6 +146,7 @@ def run_index(
         if error:
             report.failed_runs.append(error)
     report.people.setdefault("persons", len(library.people.list()))
+    heal.check_parquet(library)  # read the footers of what this run wrote now, not in the next fast path
     report.seconds = time.perf_counter() - started
     return report
 
@@ -164,7 +192,8 @@ def failure(result: dg.ExecuteInProcessResult) -> str:
 
 
 def run_target(batch: list[str]) -> dict:
-    """execute_in_process arguments for one key or a contiguous key range."""
+    """execute_in_process arguments for one key or a contiguous key range (tagged with this process)."""
+    tags = in_process_tags()
     if len(batch) == 1:
-        return {"partition_key": batch[0]}
-    return {"tags": range_tags(batch)}
+        return {"partition_key": batch[0], "tags": tags}
+    return {"tags": {**range_tags(batch), **tags}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 
 import dagster as dg
@@ -34,6 +35,48 @@ def forget_partitions(settings: Settings, keys: Sequence[str]) -> list[str]:
     from facepipe.defs.instance import ensure_dagster_home
 
     ensure_dagster_home(settings)
-    assets = ["faces", *(spec.asset_name for spec in registry.specs())]
     with dg.DagsterInstance.get() as instance:
-        return drop_partitions(instance, keys, assets)
+        if runs_in_flight(instance):
+            # A run's partition range may name these keys: deleting them now would fail it. The photos
+            # are already erased (tombstones keep the run from writing them); the next `facepipe index`
+            # with no run in flight (the running one's own, at its end) drops the partitions.
+            return []
+        return drop_partitions(instance, keys, partition_assets())
+
+
+def partition_assets() -> list[str]:
+    return ["faces", *(spec.asset_name for spec in registry.specs())]
+
+
+PID_TAG = "facepipe/pid"
+"""Tag of the runs `facepipe index` executes in its own process: a run whose process is gone (killed
+hard, so Dagster still says "started") is not in flight."""
+
+
+def in_process_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid())}
+
+
+def runs_in_flight(instance: dg.DagsterInstance) -> bool:
+    """Whether a run is queued or running (other than one whose `facepipe index` process is dead)."""
+    statuses = [
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=statuses), limit=100):
+        pid = record.dagster_run.tags.get(PID_TAG, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -16,6 +16,7 @@ import dagster as dg
 
 from facepipe.defs.assets import FACES, OWNERS
 from facepipe.defs.instance import QUIET_CONSOLE
+from facepipe.defs.partitions import in_process_tags
 from facepipe.defs.resources import LibraryResource
 from facepipe.settings import Settings
 from facepipe.stores import registry
@@ -88,5 +89,5 @@ def build_people(settings: Settings) -> tuple[dg.AssetsDefinition, dg.SensorDefi
 def refresh_people(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Run `people` in-process (what `facepipe index` does when photos were only deleted)."""
     return defs.resolve_job_def(PEOPLE_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE
+        instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, tags=in_process_tags()
     )

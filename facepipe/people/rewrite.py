@@ -22,7 +22,8 @@ def stat_of(parquet: ParquetStore, path: PurePath) -> Stat:
 
 
 def read_face_file(parquet: ParquetStore, rel: str) -> tuple[pa.Table | None, Stat]:
-    """The people columns of one faces file and its stat as read (None: gone)."""
+    """The people columns of one faces file and its stat as read (None: gone, or damaged: then it is
+    listed in `parquet.damaged` and left as it was until `facepipe index` extracts its photo again)."""
     path = parquet.faces_dir / rel
     st = parquet.stat(path)
     try:
@@ -30,6 +31,9 @@ def read_face_file(parquet: ParquetStore, rel: str) -> tuple[pa.Table | None, St
             raise FileNotFoundError(path)
         table = parquet.read_table(path, columns=FACE_COLUMNS)
     except FileNotFoundError:
+        return None, (0, 0)
+    except (OSError, pa.ArrowException):
+        parquet.damaged.add(path)
         return None, (0, 0)
     return table, st
 

@@ -168,6 +168,18 @@ def image_table(record: ImageRecord) -> pa.Table:
     return pa.Table.from_pylist([row], schema=IMAGE_SCHEMA)
 
 
+class DamagedParquet(ValueError):
+    """A Parquet file that is cut short or unreadable; the message names it and the way out."""
+
+    def __init__(self, path: PurePath, why: object) -> None:
+        super().__init__(f"{path} is damaged ({why}); `facepipe index` extracts its photo again")
+        self.path = path
+
+
+_UNREADABLE = (OSError, pa.ArrowException)
+"""What pyarrow raises for a truncated, empty or garbled file (FileNotFoundError is told apart first)."""
+
+
 def write_table_atomic(table: pa.Table, path: PurePath, row_group_size: int | None = None, fs: Any = None) -> None:
     """Readers see the old file or the new one, never half of one (a killed run leaves only a temp,
     named so that `ParquetStore.sweep_temp_files` finds it). `fs`: a pyarrow filesystem (object storage)."""
@@ -207,6 +219,8 @@ class ParquetStore:
 
             self.url = str(root)
             self.base = PurePosixPath(bucket_path(self.url))
+        self.damaged: set[PurePath] = set()
+        """Files a read over the whole dataset had to skip (reported by `status`, healed by `index`)."""
 
     def __repr__(self) -> str:
         return f"ParquetStore({self.url if self.fs is not None else str(self.base)!r})"
@@ -236,13 +250,28 @@ class ParquetStore:
         info = self.fs.get_file_info(str(path))
         return None if info.type == pafs.FileType.NotFound else (info.mtime_ns or 0, info.size or 0)
 
-    def read_table(self, path: PurePath, columns: list[str] | None = None) -> pa.Table:
-        """Raises FileNotFoundError for a missing file, as a local read does."""
+    def read_table(self, path: PurePath, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+        """Raises FileNotFoundError for a missing file, as a local read does. `schema`: read as this schema
+        (columns a file written by an older version lacks come back null)."""
         if self.fs is None:
-            return pq.read_table(path, columns=columns, use_threads=False)
+            return pq.read_table(path, columns=columns, schema=schema, use_threads=False)
         if self.fs.get_file_info(str(path)).type == pafs.FileType.NotFound:
             raise FileNotFoundError(str(path))
-        return pq.read_table(str(path), columns=columns, filesystem=self.fs, use_threads=False)
+        return pq.read_table(str(path), columns=columns, schema=schema, filesystem=self.fs, use_threads=False)
+
+    def rows_in(self, path: PurePath) -> int:
+        """Rows of a Parquet file from its footer alone (cheap); raises DamagedParquet, FileNotFoundError."""
+        try:
+            if self.fs is None:
+                return pq.read_metadata(path).num_rows
+            if self.fs.get_file_info(str(path)).type == pafs.FileType.NotFound:
+                raise FileNotFoundError(str(path))
+            with self.fs.open_input_file(str(path)) as handle:
+                return pq.read_metadata(handle).num_rows
+        except FileNotFoundError:
+            raise
+        except _UNREADABLE as exc:
+            raise DamagedParquet(path, exc) from None
 
     def write_table(self, table: pa.Table, path: PurePath, row_group_size: int | None = None) -> None:
         write_table_atomic(table, path, row_group_size, fs=self.fs)
@@ -272,6 +301,24 @@ class ParquetStore:
         except UnsafeKeyError:  # a key typed in the UI that points outside: its error row still needs a home
             return base / "_refused" / (_key_hash(image_key) + ".parquet")
         return mirrored_path(base, rel, image_key)
+
+    def rel_paths(self, image_key: str) -> tuple[str, str]:
+        """(faces file, status file) of a photo, relative to the Parquet root: the keys of `file_stats`."""
+        root = len(str(self.base)) + 1
+        return tuple(str(self._file(base, image_key))[root:] for base in self.bases)
+
+    @property
+    def bases(self) -> tuple[Path, Path]:
+        return (self.faces_dir, self.images_dir)
+
+    def file_stats(self) -> dict[str, tuple[int, int]]:
+        """Every faces and status file (relative to the Parquet root, POSIX) with its (mtime_ns, size)."""
+        out: dict[str, tuple[int, int]] = {}
+        for base in self.bases:
+            for path, mtime_ns, size in self.files_under(base):
+                if not path.name.startswith("."):  # temporary files of writers in flight
+                    out[PurePosixPath(path.relative_to(self.base)).as_posix()] = (mtime_ns, size)
+        return out
 
     def image_key_of_file(self, base: Path, rel: str) -> str | None:
         """The image key a file (relative to `base`, POSIX) was written for: the inverse of `_file`.
@@ -314,10 +361,15 @@ class ParquetStore:
                 _prune_empty_dirs(path.parent, base)
 
     def read_faces(self, image_key: str, columns: list[str] | None = None) -> pa.Table:
+        """The photo's faces (none when it has no file); raises DamagedParquet for a file cut short, so a
+        damaged file is never read as "this photo has no faces" (and pushed to the stores as a deletion)."""
+        path = self.faces_path(image_key)
         try:
-            return self.read_table(self.faces_path(image_key), columns)
+            return self.read_table(path, columns)
         except FileNotFoundError:
             return FACE_SCHEMA.empty_table().select(columns or FACE_SCHEMA.names)
+        except _UNREADABLE as exc:
+            raise DamagedParquet(path, exc) from None
 
     def read_image(self, image_key: str) -> dict | None:
         """The photo's status row, or None if it was never written (or is unreadable)."""
@@ -353,6 +405,7 @@ class ParquetStore:
         return {key: faces_from_table(self.read_faces(key)) for key in image_keys}
 
     def faces(self, columns: list[str] | None = None) -> pa.Table:
+        """Every readable face; damaged files are skipped and listed in `damaged`."""
         return self._read_all(self.faces_dir, FACE_SCHEMA, columns)
 
     def images(self, columns: list[str] | None = None) -> pa.Table:
@@ -360,9 +413,25 @@ class ParquetStore:
 
     def _read_all(self, base: PurePath, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
         files = [str(path) for path, _, _ in self.files_under(base)]
+        empty = schema.empty_table().select(columns or schema.names)
         if not files:
-            return schema.empty_table().select(columns or schema.names)
-        return ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=columns)
+            return empty
+        try:
+            return ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=columns)
+        except FileNotFoundError:
+            pass  # rewritten or erased while we read: read file by file
+        except _UNREADABLE:
+            pass  # one bad file fails the whole dataset: read file by file and skip the bad ones
+        tables = []
+        for file in files:
+            path = Path(file) if self.fs is None else PurePosixPath(file)
+            try:
+                tables.append(self.read_table(path, columns, schema))
+            except FileNotFoundError:
+                continue
+            except _UNREADABLE:
+                self.damaged.add(path)
+        return pa.concat_tables(tables) if tables else empty
 
     def image_keys(self) -> set[str]:
         return set(self.images(["image_key"]).column("image_key").to_pylist())

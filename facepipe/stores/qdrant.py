@@ -13,14 +13,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facepipe.faces.records import Face
 from facepipe.stores.base import Match, StoreBase
 from facepipe.stores.qdrant_edge import EdgeQdrantStore
-from facepipe.stores.qdrant_server import ServerQdrantStore
+
+if TYPE_CHECKING:
+    from facepipe.stores.qdrant_server import ServerQdrantStore
 
 
 class QdrantStore(StoreBase):
@@ -42,6 +44,8 @@ class QdrantStore(StoreBase):
         self._config = (url, api_key, path)
         self.engine: EdgeQdrantStore | ServerQdrantStore
         if url:
+            from facepipe.stores.qdrant_server import ServerQdrantStore  # qdrant-client takes a second to import
+
             self.engine = ServerQdrantStore(url, api_key)
         elif path is None:
             raise ValueError("QdrantStore needs a url (a Qdrant server) or a path (the embedded engine's folder)")

@@ -196,7 +196,12 @@ class ServerQdrantStore(StoreBase):
             known: set[str] = set()
             ids = [str(uuid.UUID(k)) for k in mapping]
             for start in range(0, len(ids), SCROLL_PAGE):
-                found = c.retrieve(COLLECTION, ids[start : start + SCROLL_PAGE], with_payload=False)
+                try:
+                    found = c.retrieve(COLLECTION, ids[start : start + SCROLL_PAGE], with_payload=False)
+                except (UnexpectedResponse, ValueError) as err:
+                    if _missing(err):  # no collection yet (a forget re-clustering before the first export)
+                        return
+                    raise
                 known.update(str(p.id) for p in found)
             by_person: dict[str | None, list[str]] = {}
             for fid, person in mapping.items():
