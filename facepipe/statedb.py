@@ -214,12 +214,11 @@ class PostgresDB:
         if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
             raise ValueError(f"state name {name!r}: lower-case letters, digits and _ only")
         self.dsn = dsn
-        added = "".join(
-            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pg_schema(kind)};\n"
-            for table, columns in (added_columns or {}).items()
-            for column, kind in columns.items()
-        )
-        self.ddl = pg_schema(schema) + added + _IMPORTS_DDL
+        self.ddl = pg_schema(schema) + _IMPORTS_DDL
+        added = added_columns or {}
+        self.added_columns = {t: {c: pg_schema(k) for c, k in cols.items()} for t, cols in added.items()}
+        """table -> {column: type} added after the first schema: altered in only where missing (an ALTER
+        locks the table even when the column exists, which would deadlock against live writers)."""
         self.import_from = import_from
         """The SQLite file this state lived in before a DSN was set: copied in once, into empty tables."""
         self.name = name
@@ -265,9 +264,23 @@ class PostgresDB:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.namespace}")
             conn.execute(f"SET LOCAL search_path TO {self.namespace}")
             conn.execute(self.ddl)
+            self._add_columns(conn)
             if self.import_from is not None:
                 _import_sqlite(conn, self.import_from)
             _ready.add(key)
+
+    def _add_columns(self, conn: Any) -> None:
+        for table, columns in self.added_columns.items():
+            have = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                    (self.namespace, table),
+                )
+            }
+            for column, kind in columns.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def exists(self) -> bool:
         return True  # the tables are created on connect; an empty state answers "nothing" by itself
