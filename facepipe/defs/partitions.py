@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from facepipe.processes import alive
 from facepipe.settings import Settings
 from facepipe.stores import registry
 
@@ -67,16 +68,6 @@ def runs_in_flight(instance: dg.DagsterInstance) -> bool:
     ]
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=statuses), limit=100):
         pid = record.dagster_run.tags.get(PID_TAG, "")
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or alive(int(pid)):
             return True
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -44,6 +44,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from facepipe.processes import alive
 from facepipe.stores.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,6 @@ def _exists(pid: int) -> bool:
     return psutil.pid_exists(pid)
 
 
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-
-
 def _registered(pgdata: Path, *, drop: int | None = None) -> list[int]:
     """Prune dead pids (and `drop`) from the shared list; call with the package's inter-process lock held."""
     list_path = pgdata / ".handle_pids.json"
@@ -89,7 +81,7 @@ def _registered(pgdata: Path, *, drop: int | None = None) -> list[int]:
         return []
     except (ValueError, TypeError):  # truncated by a hard kill mid-write
         pids = []
-    keep = [p for p in pids if p != drop and _alive(p)]
+    keep = [p for p in pids if p != drop and alive(p)]
     if keep != pids or not list_path.exists():
         list_path.write_text(json.dumps(keep))
     return keep
@@ -118,7 +110,7 @@ class EmbeddedPostgres:
 
     def running(self) -> bool:
         pid = self._postmaster_pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and alive(pid)
 
     def attach(self, close: Callable[[], None]) -> str:
         """Join as a client (a pool, closed by `close` before the server stops) and get the URI.
@@ -156,7 +148,7 @@ class EmbeddedPostgres:
         problem = ""
         while True:
             old = self._postmaster_pid()
-            if old is not None and not _alive(old) and _exists(old):
+            if old is not None and not alive(old) and _exists(old):
                 # A killed postmaster stays a zombie until its parent (init) reaps it; meanwhile the package
                 # takes it for a running server and Postgres refuses to start over its pid.
                 problem = f"the previous postmaster (pid {old}) has not been reaped yet"

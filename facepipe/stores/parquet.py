@@ -35,6 +35,7 @@ from pyarrow import fs as pafs
 
 from facepipe.faces.records import Face, ImageRecord
 from facepipe.keys import UnsafeKeyError, key_for_relpath, relpath_for_key
+from facepipe.processes import alive
 
 FACE_SCHEMA = pa.schema(
     [
@@ -462,21 +463,11 @@ class ParquetStore:
             if not tmp.name.startswith("."):
                 continue
             pid = tmp.name.rsplit(".", 2)[-2].split("-", 1)[0]
-            stale = mtime_ns < day_ago if self.fs is not None else not pid.isdigit() or not _alive(int(pid))
+            stale = mtime_ns < day_ago if self.fs is not None else not pid.isdigit() or not alive(int(pid))
             if stale:
                 self.unlink(tmp)
                 removed += 1
         return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _prune_empty_dirs(folder: Path, stop: Path) -> None:
