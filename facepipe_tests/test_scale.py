@@ -11,13 +11,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from PIL import Image
 
 from facepipe import settings
 from facepipe.compaction import Compactor
 from facepipe.defs.indexer import run_index
 from facepipe.defs.instance import DAGSTER_YAML, OLD_DAGSTER_YAMLS, ensure_dagster_home
-from facepipe.defs.storage import FastSqliteEventLogStorage
+from facepipe.defs.storage import FastSqliteEventLogStorage, FastSqliteRunStorage, FastSqliteScheduleStorage
 from facepipe.faces.records import Face, ImageRecord, face_id
 from facepipe.keys import key_for_relpath
 from facepipe.stores.parquet import ParquetStore
@@ -263,7 +265,14 @@ def test_cached_dynamic_partitions_follow_changes_made_by_any_writer(tmp_path):
 def test_the_event_log_subclass_names_what_a_dagster_upgrade_removed(env, monkeypatch):
     from facepipe.defs import storage
 
-    storage.check_dagster_internals(dg.DagsterInstance.get().event_log_storage)  # the installed Dagster
+    instance = dg.DagsterInstance.get()
+    storage.check_dagster_internals(instance.event_log_storage)  # the installed Dagster
+    assert isinstance(instance.run_storage, storage.FastSqliteRunStorage)
+    assert isinstance(instance.schedule_storage, storage.FastSqliteScheduleStorage)
+    with monkeypatch.context() as patch:
+        patch.setattr(SqliteScheduleStorage, "optimize", None)
+        with pytest.raises(storage.DagsterInternalsChanged, match=r"lacks SqliteScheduleStorage\.optimize"):
+            storage.FastSqliteScheduleStorage.from_local(str(env.data / "elsewhere"))
     monkeypatch.setattr(SqliteEventLogStorage, "_store_asset_event_tags", None)  # gone in an upgrade
     with pytest.raises(storage.DagsterInternalsChanged, match=r"lacks _store_asset_event_tags.*dagster\.yaml"):
         storage.check_dagster_internals()
@@ -272,9 +281,10 @@ def test_the_event_log_subclass_names_what_a_dagster_upgrade_removed(env, monkey
         storage.check_dagster_internals()
 
 
-def test_new_run_and_index_databases_are_the_ones_dagster_makes(tmp_path):
-    """The fast `_initdb` leaves the same schema, WAL mode and alembic revision as Dagster's own, and Dagster's
-    storage opens the files without migrating them."""
+def test_new_dagster_databases_are_the_ones_dagster_makes(tmp_path):
+    """The one-pass creation of a new run, index, runs (run storage) and schedules database leaves the same
+    schema, WAL mode, alembic revision and data migrations marked done as Dagster's own, and Dagster's
+    storages open the files without migrating them."""
     ours = FastSqliteEventLogStorage(str(tmp_path / "ours"))
     stock = SqliteEventLogStorage(str(tmp_path / "stock"))
     for storage in (ours, stock):
@@ -283,27 +293,47 @@ def test_new_run_and_index_databases_are_the_ones_dagster_makes(tmp_path):
         with storage.index_connection():
             pass
         storage.dispose()
+    for side, runs, schedules in (
+        ("ours", FastSqliteRunStorage, FastSqliteScheduleStorage),
+        ("stock", SqliteRunStorage, SqliteScheduleStorage),
+    ):
+        runs.from_local(str(tmp_path / side))
+        schedules.from_local(str(tmp_path / side))
 
     def describe(path: Path) -> tuple:
         with sqlite3.connect(path) as db:
             schema = db.execute(
                 "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'facepipe%' ORDER BY name"
             ).fetchall()
+            tables = {row[1] for row in schema if row[0] == "table"}
+            migrations = (
+                db.execute("SELECT name FROM secondary_indexes ORDER BY name").fetchall()
+                if "secondary_indexes" in tables
+                else None
+            )
             return (
                 schema,
                 db.execute("SELECT * FROM alembic_version").fetchall(),
                 db.execute("PRAGMA journal_mode").fetchall(),
+                migrations,
             )
 
-    for name in ("run1.db", "index.db"):
+    for name in ("run1.db", "index.db", "runs.db", "schedules.db"):
         mine, dagsters = describe(tmp_path / "ours" / name), describe(tmp_path / "stock" / name)
         assert mine == dagsters and mine[1] and mine[2] == [("wal",)], name
+    assert describe(tmp_path / "ours" / "runs.db")[3], "Dagster marks its run data migrations done"
 
     reopened = SqliteEventLogStorage(str(tmp_path / "ours"))
     with reopened.run_connection("run1"):
         pass
     assert reopened.get_logs_for_run("run1") == []
     reopened.dispose()
+    for stock_storage in (SqliteRunStorage, SqliteScheduleStorage):
+        opened = stock_storage.from_local(str(tmp_path / "ours"))
+        db_revision, head = opened.alembic_version()
+        assert db_revision == head is not None, stock_storage.__name__
+    assert SqliteRunStorage.from_local(str(tmp_path / "ours")).get_runs() == []
+    assert FastSqliteRunStorage.from_local(str(tmp_path / "ours")).get_runs() == []  # an existing one: Dagster's way
 
 
 def test_a_failed_compaction_at_the_end_of_index_is_reported_and_retried_next_time(env, monkeypatch):

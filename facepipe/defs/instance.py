@@ -26,11 +26,23 @@ event_log_storage:
   class: FastSqliteEventLogStorage
 """
 
-DAGSTER_YAML = _TELEMETRY_AND_POOLS + "    default_limit: 1\n" + _EVENT_LOG
+_RUNS_AND_SCHEDULES = """\
+# Dagster's SQLite run and schedule storage, same files, a new database made in one pass (1 s less
+# for a fresh Dagster home, facepipe/defs/storage.py).
+run_storage:
+  module: facepipe.defs.storage
+  class: FastSqliteRunStorage
+schedule_storage:
+  module: facepipe.defs.storage
+  class: FastSqliteScheduleStorage
+"""
+
+DAGSTER_YAML = _TELEMETRY_AND_POOLS + "    default_limit: 1\n" + _EVENT_LOG + _RUNS_AND_SCHEDULES
 
 OLD_DAGSTER_YAMLS = (
     _TELEMETRY_AND_POOLS + _OLD_POOLS_COMMENT + "    default_limit: 1\n",
     _TELEMETRY_AND_POOLS + _OLD_POOLS_COMMENT + "    default_limit: 1\n" + _EVENT_LOG,
+    _TELEMETRY_AND_POOLS + "    default_limit: 1\n" + _EVENT_LOG,
 )
 """dagster.yaml files written by earlier versions: replaced by DAGSTER_YAML (same storage folders)."""
 

@@ -29,7 +29,6 @@ Used by the `dagster.yaml` that `facepipe index` writes into a new Dagster home
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from collections import OrderedDict
@@ -44,9 +43,15 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import DynamicPartitionsTable, SqlEventLogStorageMetadata
 from dagster._core.storage.event_log.sqlite import sqlite_event_log as stock_module
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.runs.schema import RunStorageSqlMetadata
+from dagster._core.storage.runs.sqlite import sqlite_run_storage as stock_runs_module
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.schema import ScheduleStorageSqlMetadata
+from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage as stock_schedules_module
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sql import create_engine, get_alembic_config, safe_commit
 from dagster._core.storage.sqlalchemy_compat import db_result
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 
@@ -93,6 +98,10 @@ _METHODS_RELIED_ON = (
 _STATE_RELIED_ON = ("_initialized_dbs", "_db_lock")
 """What this subclass uses of Dagster's SqliteEventLogStorage beyond its public API."""
 
+_RUN_AND_SCHEDULE_METHODS_RELIED_ON = ("from_local", "migrate", "optimize")
+"""What the run and schedule storages below use of Dagster's SqliteRunStorage / SqliteScheduleStorage
+(besides `create_db_conn_string("runs" / "schedules")` and the schema's metadata, imported by name)."""
+
 TESTED_DAGSTER = "1.13."
 
 
@@ -105,29 +114,82 @@ def check_dagster_internals(storage: object | None = None, base: type = SqliteEv
     import dagster
 
     missing = [name for name in _METHODS_RELIED_ON if not callable(getattr(base, name, None))]
+    for stock in (SqliteRunStorage, SqliteScheduleStorage):
+        missing += [
+            f"{stock.__name__}.{name}"
+            for name in _RUN_AND_SCHEDULE_METHODS_RELIED_ON
+            if not callable(getattr(stock, name, None))
+        ]
     if storage is not None:
         missing += [name for name in _STATE_RELIED_ON if not hasattr(storage, name)]
     if missing or not dagster.__version__.startswith(TESTED_DAGSTER):
         what = f"lacks {', '.join(missing)}" if missing else f"is not {TESTED_DAGSTER}x"
         raise DagsterInternalsChanged(
-            f"facepipe's FastSqliteEventLogStorage was written against Dagster {TESTED_DAGSTER}x's "
-            f"SqliteEventLogStorage, and Dagster {dagster.__version__} {what}. Remove `event_log_storage` "
-            "from $DAGSTER_HOME/dagster.yaml to use Dagster's own storage (same files), or keep Dagster at "
-            f"{TESTED_DAGSTER}x."
+            f"facepipe's FastSqlite*Storage classes were written against Dagster {TESTED_DAGSTER}x's "
+            f"SQLite storages, and Dagster {dagster.__version__} {what}. Remove `event_log_storage`, "
+            "`run_storage` and `schedule_storage` from $DAGSTER_HOME/dagster.yaml to use Dagster's own "
+            f"storage (same files), or keep Dagster at {TESTED_DAGSTER}x."
         )
 
 
-def _default_base_dir() -> str:
+def _default_home_dir(*parts: str) -> str:
     # where Dagster's default SQLite storage keeps it
-    return os.path.join(current().dagster_home_path, "history", "runs")
+    return os.path.join(current().dagster_home_path, *parts)
 
 
-@functools.cache
-def _alembic_script():
-    """The event log's alembic scripts, loaded once per process (Dagster loads them per database)."""
+def _default_base_dir() -> str:
+    return _default_home_dir("history", "runs")
+
+
+_ALEMBIC_SCRIPTS: dict[str, Any] = {}  # script location -> alembic ScriptDirectory
+
+
+def _alembic_script(stock_file: str = stock_module.__file__):
+    """The alembic scripts of the storage whose Dagster module is `stock_file`, loaded once per process:
+    Dagster loads them twice for every database it creates, and its run, schedule, event log and index
+    databases all name the same scripts."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(get_alembic_config(stock_module.__file__))
+    config = get_alembic_config(stock_file)
+    location = config.get_main_option("script_location")
+    if location not in _ALEMBIC_SCRIPTS:
+        _ALEMBIC_SCRIPTS[location] = ScriptDirectory.from_config(config)
+    return _ALEMBIC_SCRIPTS[location]
+
+
+def _create_at_head(conn: Connection, metadata: db.MetaData, stock_file: str) -> bool:
+    """Create an empty database's tables in WAL mode, stamped at alembic head; False (nothing done)
+    if it has a revision or any table already, so the caller takes Dagster's own way.
+
+    WAL is switched on first (Dagster switches after): the tables are then created without an fsync each.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(conn)
+    if context.get_current_revision() is not None or db.inspect(conn).get_table_names():
+        return False
+    conn.execute(db.text("PRAGMA journal_mode=WAL;"))
+    safe_commit(conn)
+    metadata.create_all(conn)
+    context.stamp(_alembic_script(stock_file), "head")
+    safe_commit(conn)
+    return True
+
+
+def _new_sqlite_storage(base_dir: str, name: str, metadata: db.MetaData, stock_file: str):
+    """A new run or schedule database in one pass, then Dagster's data migrations as for any new one;
+    an existing database, or any error, takes Dagster's `from_local` (which checks and migrates)."""
+    os.makedirs(base_dir, exist_ok=True)
+    conn_string = create_db_conn_string(base_dir, name)
+    engine = create_engine(conn_string, poolclass=db.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            created = _create_at_head(conn, metadata, stock_file)
+    except db.exc.DatabaseError:  # e.g. another process created it meanwhile
+        created = False
+    finally:
+        engine.dispose()
+    return created, conn_string
 
 
 def _synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
@@ -210,18 +272,9 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
         dagsters_way = False
         try:
             with engine.connect() as conn:
-                context = MigrationContext.configure(conn)
-                if context.get_current_revision() is not None:
+                if MigrationContext.configure(conn).get_current_revision() is not None:
                     return
-                if for_index_shard and db.inspect(conn).get_table_names():
-                    dagsters_way = True
-                else:
-                    # WAL first (Dagster switches after): the tables are then created without an fsync each.
-                    conn.execute(db.text("PRAGMA journal_mode=WAL;"))
-                    safe_commit(conn)
-                    SqlEventLogStorageMetadata.create_all(conn)
-                    context.stamp(_alembic_script(), "head")
-                    safe_commit(conn)
+                dagsters_way = not _create_at_head(conn, SqlEventLogStorageMetadata, stock_module.__file__)
         except db.exc.DatabaseError:  # e.g. another process created it meanwhile: Dagster's retrying path
             dagsters_way = True
         if dagsters_way:
@@ -298,3 +351,71 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
             keys = [row[0] for row in conn.execute(query)]
         self._partitions[partitions_def_name] = (version, keys)
         return list(keys)
+
+
+class FastSqliteRunStorage(SqliteRunStorage):
+    """`SqliteRunStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once).
+
+    dagster.yaml::
+
+        run_storage:
+          module: facepipe.defs.storage
+          class: FastSqliteRunStorage
+          # config: {base_dir: ...}  default: $DAGSTER_HOME/history, as Dagster's own
+    """
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict) -> FastSqliteRunStorage:
+        # Dagster's own `from_config_value` names SqliteRunStorage, not cls
+        return cls.from_local(config_value.get("base_dir") or _default_home_dir("history"), inst_data)
+
+    @classmethod
+    def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> FastSqliteRunStorage:
+        check_dagster_internals()
+        created, conn_string = _new_sqlite_storage(base_dir, "runs", RunStorageSqlMetadata, stock_runs_module.__file__)
+        if not created:
+            return super().from_local(base_dir, inst_data)
+        storage = cls(conn_string, inst_data)
+        storage.migrate()  # as Dagster does for a new database: marks its data migrations as done
+        storage.optimize()
+        return storage
+
+
+class FastSqliteScheduleStorage(SqliteScheduleStorage):
+    """`SqliteScheduleStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once).
+
+    dagster.yaml::
+
+        schedule_storage:
+          module: facepipe.defs.storage
+          class: FastSqliteScheduleStorage
+          # config: {base_dir: ...}  default: $DAGSTER_HOME/schedules, as Dagster's own
+    """
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: dict
+    ) -> FastSqliteScheduleStorage:
+        # Dagster's own `from_config_value` names SqliteScheduleStorage, not cls
+        return cls.from_local(config_value.get("base_dir") or _default_home_dir("schedules"), inst_data)
+
+    @classmethod
+    def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> FastSqliteScheduleStorage:
+        check_dagster_internals()
+        created, conn_string = _new_sqlite_storage(
+            base_dir, "schedules", ScheduleStorageSqlMetadata, stock_schedules_module.__file__
+        )
+        if not created:
+            return super().from_local(base_dir, inst_data)
+        storage = cls(conn_string, inst_data)
+        storage.migrate()  # as Dagster does for a new database: marks its data migrations as done
+        storage.optimize()
+        return storage
