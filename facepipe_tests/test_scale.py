@@ -333,7 +333,7 @@ def test_new_dagster_databases_are_the_ones_dagster_makes(tmp_path):
         db_revision, head = opened.alembic_version()
         assert db_revision == head is not None, stock_storage.__name__
     assert SqliteRunStorage.from_local(str(tmp_path / "ours")).get_runs() == []
-    assert FastSqliteRunStorage.from_local(str(tmp_path / "ours")).get_runs() == []  # an existing one: Dagster's way
+    assert FastSqliteRunStorage.from_local(str(tmp_path / "ours")).get_runs() == []  # at head: opened as it is
 
 
 def test_a_failed_compaction_at_the_end_of_index_is_reported_and_retried_next_time(env, monkeypatch):

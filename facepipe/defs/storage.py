@@ -176,20 +176,27 @@ def _create_at_head(conn: Connection, metadata: db.MetaData, stock_file: str) ->
     return True
 
 
-def _new_sqlite_storage(base_dir: str, name: str, metadata: db.MetaData, stock_file: str):
-    """A new run or schedule database in one pass, then Dagster's data migrations as for any new one;
-    an existing database, or any error, takes Dagster's `from_local` (which checks and migrates)."""
+def _open_sqlite_storage(base_dir: str, name: str, metadata: db.MetaData, stock_file: str) -> tuple[str, str]:
+    """("created", url) for a new run or schedule database made in one pass, ("current", url) for one with
+    all its tables at alembic head (nothing for Dagster's `from_local` to do), ("dagster", url) otherwise:
+    an older database, or any error, takes Dagster's `from_local` (which checks, stamps and migrates)."""
+    from alembic.runtime.migration import MigrationContext
+
     os.makedirs(base_dir, exist_ok=True)
     conn_string = create_db_conn_string(base_dir, name)
     engine = create_engine(conn_string, poolclass=db.pool.NullPool)
     try:
         with engine.connect() as conn:
-            created = _create_at_head(conn, metadata, stock_file)
+            if _create_at_head(conn, metadata, stock_file):
+                return "created", conn_string
+            revision = MigrationContext.configure(conn).get_current_revision()
+            head = _alembic_script(stock_file).as_revision_number("head")
+            complete = set(metadata.tables) <= set(db.inspect(conn).get_table_names())
+            return ("current" if revision == head and complete else "dagster"), conn_string
     except db.exc.DatabaseError:  # e.g. another process created it meanwhile
-        created = False
+        return "dagster", conn_string
     finally:
         engine.dispose()
-    return created, conn_string
 
 
 def _synchronous_normal(dbapi_connection: Any, _record: Any) -> None:
@@ -354,7 +361,8 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
 
 
 class FastSqliteRunStorage(SqliteRunStorage):
-    """`SqliteRunStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once).
+    """`SqliteRunStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once
+    per process), and whose database at head opens without Dagster loading the scripts again.
 
     dagster.yaml::
 
@@ -376,17 +384,19 @@ class FastSqliteRunStorage(SqliteRunStorage):
     @classmethod
     def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> FastSqliteRunStorage:
         check_dagster_internals()
-        created, conn_string = _new_sqlite_storage(base_dir, "runs", RunStorageSqlMetadata, stock_runs_module.__file__)
-        if not created:
+        state, conn_string = _open_sqlite_storage(base_dir, "runs", RunStorageSqlMetadata, stock_runs_module.__file__)
+        if state == "dagster":
             return super().from_local(base_dir, inst_data)
         storage = cls(conn_string, inst_data)
-        storage.migrate()  # as Dagster does for a new database: marks its data migrations as done
-        storage.optimize()
+        if state == "created":  # as Dagster does for a new database: marks its data migrations as done
+            storage.migrate()
+            storage.optimize()
         return storage
 
 
 class FastSqliteScheduleStorage(SqliteScheduleStorage):
-    """`SqliteScheduleStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once).
+    """`SqliteScheduleStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once
+    per process), and whose database at head opens without Dagster loading the scripts again.
 
     dagster.yaml::
 
@@ -410,12 +420,13 @@ class FastSqliteScheduleStorage(SqliteScheduleStorage):
     @classmethod
     def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> FastSqliteScheduleStorage:
         check_dagster_internals()
-        created, conn_string = _new_sqlite_storage(
+        state, conn_string = _open_sqlite_storage(
             base_dir, "schedules", ScheduleStorageSqlMetadata, stock_schedules_module.__file__
         )
-        if not created:
+        if state == "dagster":
             return super().from_local(base_dir, inst_data)
         storage = cls(conn_string, inst_data)
-        storage.migrate()  # as Dagster does for a new database: marks its data migrations as done
-        storage.optimize()
+        if state == "created":  # as Dagster does for a new database: marks its data migrations as done
+            storage.migrate()
+            storage.optimize()
         return storage

@@ -1,0 +1,109 @@
+"""Dagster's share of `facepipe index`, two revisions side by side in one run (alternating, fresh data folder each).
+
+    .venv/bin/python benchmarks/index_ab.py --before main --repeat 3
+
+"before" is `git archive REV` of this repository unpacked into a temporary folder and put first on
+PYTHONPATH; "after" is this checkout. Each run is `benchmarks/index_spans.py ... index --json` on the 17
+benchmark photos and on extract_bench's 200-photo library, in the order before, after, before, ... so
+both sides see the same machine load. Prints, per photo set, the median of each side and after/before
+ratios: wall, Dagster's share (extract_bench's definition) and its biggest parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import extract_bench as eb  # the photo sets, env and load measurement of the main benchmark
+
+PARTS = (
+    "Dagster home: dagster.yaml, storage created or migrated",
+    "import dagster + facepipe.defs",
+    "runs (execute_in_process)",
+    "run_index, the rest (instance, dynamic partitions, progress)",
+)
+
+
+def unpack(rev: str, folder: Path) -> Path:
+    archive = subprocess.run(["git", "archive", rev], cwd=eb.REPO, capture_output=True, check=True).stdout
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(archive)
+        tmp.seek(0)
+        with tarfile.open(fileobj=tmp) as tar:
+            tar.extractall(folder, filter="data")
+    return folder
+
+
+def one_run(code: Path | None, photos: Path, work: Path, label: str) -> dict:
+    data = work / f"data-{label}"
+    env = eb.clean_env({}, photos, data)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    spans_file = work / f"{label}.spans.json"
+    cmd = [sys.executable, str(Path(__file__).with_name("index_spans.py")), str(spans_file), "index", "--json"]
+    wall, cpu, other, _peak, exit_code = eb.measure(cmd, env, work / f"{label}.log")
+    if exit_code != 0:
+        raise SystemExit(f"{label} failed ({exit_code}):\n{(work / f'{label}.log').read_text()[-3000:]}")
+    dagster = json.loads(spans_file.read_text())["dagster"]
+    return {"wall": wall, "cpu": cpu, "other": other, "dagster": sum(dagster.values()), **dagster}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", default="main", help="git revision to compare against (default: main)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per side and photo set (default 3)")
+    parser.add_argument("--sets", default="bench,library", help="comma-separated: bench (17 photos), library (200)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="facepipe-index-ab-"))
+    base = unpack(args.before, work / "before-code")
+    bench = eb.Bench(work, verbose=False)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results: dict[str, dict[str, list[dict]]] = {}
+    for name in args.sets.split(","):
+        images = work / f"images-{name}"
+        bench.photo_set(name)
+        results[name] = {"before": [], "after": []}
+        for i in range(args.repeat):
+            for side, code in (("before", base), ("after", None)):
+                run = one_run(code, images, work, f"{name}-{side}-{i}")
+                results[name][side].append(run)
+                print(
+                    f"{name} {side} #{i}: wall {run['wall']:.2f} s, Dagster {run['dagster']:.2f} s "
+                    f"({run['dagster'] / run['wall']:.1%}), home {run.get(PARTS[0], 0):.2f} s, "
+                    f"other load {run['other']:.2f}",
+                    flush=True,
+                )
+    print(f"\nbefore = {args.before}, after = this checkout; started {started}, {args.repeat} runs each, medians")
+    print(f"load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("| photos | what | before | after | after/before |\n|---|---|--:|--:|--:|")
+    for name, sides in results.items():
+
+        def median(side: str, key: str, sides=sides) -> float:
+            return statistics.median(run.get(key, 0.0) for run in sides[side])
+
+        def share(side: str, sides=sides) -> float:
+            return statistics.median(run["dagster"] / run["wall"] for run in sides[side])
+
+        rows = [("wall s", "wall"), ("Dagster s", "dagster"), *((f"Dagster: {p} s", p) for p in PARTS)]
+        for label, key in rows:
+            b, a = median("before", key), median("after", key)
+            print(f"| {name} | {label} | {b:.2f} | {a:.2f} | {a / b if b else float('nan'):.2f} |")
+        print(
+            f"| {name} | **Dagster's share** | {share('before'):.1%} | {share('after'):.1%} | "
+            f"{share('after') / share('before'):.2f} |"
+        )
+        print(f"| {name} | other load (cores) | {median('before', 'other'):.2f} | {median('after', 'other'):.2f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
