@@ -1,4 +1,5 @@
-"""Dagster's SQLite event log, made cheap per event: what bounds `facepipe index` on many small photos.
+"""Dagster's SQLite storages made cheap: the event log per event (what bounds `facepipe index` on many small
+photos), and the run and schedule storage at creation (a fresh Dagster home).
 
 Every partition of a run costs Dagster one "materialization planned" event at run creation and one
 materialization event per asset (faces, qdrant_faces, pgvector_faces): ~380 events for a run of 64
@@ -22,6 +23,12 @@ only how it writes:
 * the list of dynamic partitions is cached and read again only when SQLite triggers (installed on
   Dagster's `dynamic_partitions` table, so they count every writer's changes) say it changed:
   Dagster reads all keys about 15 times per run, 4 s of each 5 s run at 100k partitions.
+
+The run and schedule storage (`FastSqliteRunStorage`, `FastSqliteScheduleStorage`) change only how a
+database is created and opened: a new one in one pass (WAL before the tables, the alembic scripts, which
+all of Dagster's SQLite databases share, loaded once per process; then Dagster's own data migrations),
+one at head opened without Dagster loading the scripts again; anything else takes Dagster's
+`from_local`. A fresh Dagster home: 0.85 -> 0.62 s (BENCHMARKS.md).
 
 Used by the `dagster.yaml` that `facepipe index` writes into a new Dagster home
 (`facepipe.defs.instance.DAGSTER_YAML`); production deployments keep Dagster's storage in Postgres instead.
