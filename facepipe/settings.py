@@ -166,6 +166,12 @@ def current() -> Settings:
     return _current
 
 
+def clear() -> None:
+    """Forget the settings read: the next `current()` reads the environment again (tests that change it)."""
+    global _current
+    _current = None
+
+
 def reload() -> Settings:
     """Read the environment again (the CLI does at the start of each command)."""
     global _current

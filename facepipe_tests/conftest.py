@@ -24,6 +24,15 @@ FR = SHARED_DATA / "face_recognition"
 KNN = FR / "examples" / "knn_examples"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Each test starts from the environment as it is: settings a test read (through the CLI, say) with
+    variables it set do not outlive it."""
+    settings.clear()
+    yield
+    settings.clear()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

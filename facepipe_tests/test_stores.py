@@ -435,11 +435,11 @@ def test_secrets_stay_out_of_repr_and_errors(monkeypatch: pytest.MonkeyPatch) ->
         "FACEPIPE_PG_DSN": "postgresql://u:hunter2@127.0.0.1:1/db",
     }
     settings = Settings.from_env(env)
-    qs, ps = (registry.spec(name).build(settings) for name in ("qdrant", "pgvector"))
+    qs, ps = (registry.spec(name, settings).build(settings) for name in ("qdrant", "pgvector"))
     assert not qs.is_local and not ps.is_local
     assert "hunter2" not in repr(qs) + repr(ps) + str(qs) + str(ps)
     settings = Settings.from_env({"FACEPIPE_DATA": "/nonexistent"})
-    qs, ps = (registry.spec(name).build(settings) for name in ("qdrant", "pgvector"))
+    qs, ps = (registry.spec(name, settings).build(settings) for name in ("qdrant", "pgvector"))
     assert qs.is_local and ps.is_local
 
 
