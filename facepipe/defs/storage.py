@@ -367,9 +367,40 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
         return list(keys)
 
 
-class FastSqliteRunStorage(SqliteRunStorage):
-    """`SqliteRunStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once
-    per process), and whose database at head opens without Dagster loading the scripts again.
+class _OnePassSqliteStorage:
+    """What the run and schedule storages share: a new database made in one pass (WAL first, alembic
+    scripts loaded once per process), and a database at head opened without Dagster loading the scripts
+    again. A subclass names its database, its tables, Dagster's module for it and its home folder."""
+
+    DB_NAME: str
+    METADATA: Any
+    STOCK_MODULE_FILE: str
+    HOME_SUBDIR: str
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict) -> Any:
+        # Dagster's own `from_config_value` names its own class, not cls
+        return cls.from_local(config_value.get("base_dir") or _default_home_dir(cls.HOME_SUBDIR), inst_data)
+
+    @classmethod
+    def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> Any:
+        check_dagster_internals()
+        state, conn_string = _open_sqlite_storage(base_dir, cls.DB_NAME, cls.METADATA, cls.STOCK_MODULE_FILE)
+        if state == "dagster":
+            return super().from_local(base_dir, inst_data)  # type: ignore[misc]
+        storage = cls(conn_string, inst_data)  # type: ignore[call-arg]
+        if state == "created":  # as Dagster does for a new database: marks its data migrations as done
+            storage.migrate()
+            storage.optimize()
+        return storage
+
+
+class FastSqliteRunStorage(_OnePassSqliteStorage, SqliteRunStorage):
+    """`SqliteRunStorage` made and opened in one pass (see `_OnePassSqliteStorage`).
 
     dagster.yaml::
 
@@ -379,31 +410,14 @@ class FastSqliteRunStorage(SqliteRunStorage):
           # config: {base_dir: ...}  default: $DAGSTER_HOME/history, as Dagster's own
     """
 
-    @classmethod
-    def config_type(cls) -> dict:
-        return {"base_dir": Field(StringSource, is_required=False)}
-
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict) -> FastSqliteRunStorage:
-        # Dagster's own `from_config_value` names SqliteRunStorage, not cls
-        return cls.from_local(config_value.get("base_dir") or _default_home_dir("history"), inst_data)
-
-    @classmethod
-    def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> FastSqliteRunStorage:
-        check_dagster_internals()
-        state, conn_string = _open_sqlite_storage(base_dir, "runs", RunStorageSqlMetadata, stock_runs_module.__file__)
-        if state == "dagster":
-            return super().from_local(base_dir, inst_data)
-        storage = cls(conn_string, inst_data)
-        if state == "created":  # as Dagster does for a new database: marks its data migrations as done
-            storage.migrate()
-            storage.optimize()
-        return storage
+    DB_NAME = "runs"
+    METADATA = RunStorageSqlMetadata
+    STOCK_MODULE_FILE = stock_runs_module.__file__
+    HOME_SUBDIR = "history"
 
 
-class FastSqliteScheduleStorage(SqliteScheduleStorage):
-    """`SqliteScheduleStorage` whose new database is made in one pass (WAL first, alembic scripts loaded once
-    per process), and whose database at head opens without Dagster loading the scripts again.
+class FastSqliteScheduleStorage(_OnePassSqliteStorage, SqliteScheduleStorage):
+    """`SqliteScheduleStorage` made and opened in one pass (see `_OnePassSqliteStorage`).
 
     dagster.yaml::
 
@@ -413,27 +427,7 @@ class FastSqliteScheduleStorage(SqliteScheduleStorage):
           # config: {base_dir: ...}  default: $DAGSTER_HOME/schedules, as Dagster's own
     """
 
-    @classmethod
-    def config_type(cls) -> dict:
-        return {"base_dir": Field(StringSource, is_required=False)}
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict
-    ) -> FastSqliteScheduleStorage:
-        # Dagster's own `from_config_value` names SqliteScheduleStorage, not cls
-        return cls.from_local(config_value.get("base_dir") or _default_home_dir("schedules"), inst_data)
-
-    @classmethod
-    def from_local(cls, base_dir: str, inst_data: ConfigurableClassData | None = None) -> FastSqliteScheduleStorage:
-        check_dagster_internals()
-        state, conn_string = _open_sqlite_storage(
-            base_dir, "schedules", ScheduleStorageSqlMetadata, stock_schedules_module.__file__
-        )
-        if state == "dagster":
-            return super().from_local(base_dir, inst_data)
-        storage = cls(conn_string, inst_data)
-        if state == "created":  # as Dagster does for a new database: marks its data migrations as done
-            storage.migrate()
-            storage.optimize()
-        return storage
+    DB_NAME = "schedules"
+    METADATA = ScheduleStorageSqlMetadata
+    STOCK_MODULE_FILE = stock_schedules_module.__file__
+    HOME_SUBDIR = "schedules"
