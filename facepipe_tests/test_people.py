@@ -33,7 +33,11 @@ CENTRES = {name: RNG.normal(0, 0.1, 128) for name in "ABCDEFG"}
 
 
 def face(key: str, who: str, n: int = 0, tag: str = "v1", noise: float = 0.02) -> Face:
-    box = (10 + 50 * n, 50 + 50 * n, 50 + 50 * n, 10 + 50 * n)
+    return face_in_box(key, who, (10 + 50 * n, 50 + 50 * n, 50 + 50 * n, 10 + 50 * n), tag, noise)
+
+
+def face_in_box(key: str, who: str, box: tuple[int, int, int, int], tag: str = "v1", noise: float = 0.02) -> Face:
+    """A synthetic face of `who` (its embedding near the person's centre) at `box` (top, right, bottom, left)."""
     return Face(
         face_id=face_id(key, f"sha-{tag}", box),
         image_key=key,

@@ -11,12 +11,12 @@ import json
 import numpy as np
 import pytest
 
-from facepipe.faces.records import Face, ImageRecord, face_id
+from facepipe.faces.records import Face, ImageRecord
 from facepipe.people import People, PeopleError, state
 from facepipe.people.records import Conflict
 from facepipe.stores.parquet import ParquetStore
 from facepipe_tests.shared_pg import pg_dsn, pg_server  # noqa: F401
-from facepipe_tests.test_people import CENTRES, RNG, Recorder, persons_of
+from facepipe_tests.test_people import CENTRES, RNG, Recorder, face_in_box, persons_of
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -33,22 +33,7 @@ def shot(parquet: ParquetStore, key: str, *people: str, tag: str = "v1", shift: 
     for n, who in enumerate(people):
         top, left = 10 + 50 * n + shift, 10 + 60 * n + shift
         box = (top, left + 40, top + 40, left)
-        faces.append(
-            Face(
-                face_id=face_id(key, f"sha-{tag}", box),
-                image_key=key,
-                sha256=f"sha-{tag}",
-                top=box[0],
-                right=box[1],
-                bottom=box[2],
-                left=box[3],
-                score=None,
-                detector="hog",
-                embedding=(CENTRES[who] + RNG.normal(0, 0.02, 128)).astype(np.float32),
-                crop=b"jpeg",
-                model_version=tag,
-            )
-        )
+        faces.append(face_in_box(key, who, box, tag))
     parquet.write(ImageRecord(key, f"sha-{tag}", "ok", faces=faces))
     return faces
 
