@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import extract_bench as xb
+from facepipe.processes import peak_rss_bytes
 
 REPO = xb.REPO
 DETECTORS = ["yunet", "cnn", "hog", "reference"]
@@ -116,7 +116,7 @@ def child_main(detector: str, out_path: Path) -> None:
             "buckets": {b: [s.matched, s.truths] for b, s in sorted(score.buckets.items())},
             "per_item": per_item,
         }
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_rss_bytes() / 2**20
     out_path.write_text(json.dumps(result))
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -44,6 +43,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from facepipe.processes import peak_rss_bytes
 
 DIM = 128
 OFFSET_NORM = 1.3
@@ -110,7 +111,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def peak_rss_mb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return peak_rss_bytes() // 2**20
 
 
 # -- stores ------------------------------------------------------------------------------------------

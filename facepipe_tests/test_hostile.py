@@ -94,16 +94,26 @@ def test_a_huge_valid_photo_is_processed_with_bounded_memory(tmp_path):
     path = tmp_path / "huge.jpg"
     big.save(path, quality=85)
     script = (
-        "import sys, resource; from pathlib import Path\n"
+        "import sys; from pathlib import Path\n"
+        "from facepipe.processes import peak_rss_bytes\n"
         "from facepipe.faces import ExtractSettings; from facepipe.faces.batch import extract_file\n"
         "from facepipe.faces.detection import DetectSettings\n"
         "r = extract_file('huge.jpg', Path(sys.argv[1]), ExtractSettings(detect=DetectSettings(detector='hog')))\n"
-        "print(r.status, r.face_count, r.width, r.height, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(r.status, r.face_count, r.width, r.height, peak_rss_bytes() // 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
     status, faces, width, height, peak_kib = out.stdout.split()
     assert (status, int(faces), int(width), int(height)) == ("ok", 1, 7680, 4320)
-    assert int(peak_kib) < 2_000_000, f"peak RSS {int(peak_kib) / 1024:.0f} MiB for a 33 MP photo"
+    # The decoded photo alone is ~95 MiB; ~400 MiB measured (imports, decode and one working copy).
+    assert int(peak_kib) < 1_000_000, f"peak RSS {int(peak_kib) / 1024:.0f} MiB for a 33 MP photo"
+
+
+def test_peak_memory_is_the_process_own_not_its_parents():
+    """Linux's ru_maxrss of a child started by a big parent reports the parent's peak; ours must not."""
+    ballast = np.ones(600 * 2**20, dtype=np.uint8)  # this test process now holds 600 MiB
+    script = "from facepipe.processes import peak_rss_bytes; print(peak_rss_bytes())"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 300 * 2**20 < ballast.nbytes
 
 
 @pytest.mark.parametrize("orientation", sorted(hostile.STORED))
