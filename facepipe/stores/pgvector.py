@@ -146,7 +146,14 @@ class _PoolRef:
 class PgVectorStore(StoreBase):
     """Table `faces` with an HNSW (L2) index. `dsn` unset: the embedded server in `embedded_dir`."""
 
-    def __init__(self, dsn: str | None = None, embedded_dir: Path | str | None = None, *, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        dsn: str | None = None,
+        embedded_dir: Path | str | None = None,
+        *,
+        pool_size: int = 4,
+        shared_buffers: str | None = None,
+    ) -> None:
         if not dsn and embedded_dir is None:
             raise ValueError(
                 "PgVectorStore needs a dsn (a Postgres server) or embedded_dir (the embedded one's folder)"
@@ -154,6 +161,7 @@ class PgVectorStore(StoreBase):
         self._dsn = dsn or None
         self.embedded_dir = None if self._dsn else Path(embedded_dir).expanduser().resolve()  # type: ignore[arg-type]
         self.pool_size = pool_size
+        self.shared_buffers = shared_buffers  # the embedded server's; None: embedded_pg's default
         self._pool: ConnectionPool | None = None
         self._pool_pid: int | None = None
         self._pool_ref: _PoolRef | None = None
@@ -190,7 +198,7 @@ class PgVectorStore(StoreBase):
                     )
                 conninfo = self._dsn
             else:
-                self._embedded = embedded_postgres(self.embedded_dir)
+                self._embedded = embedded_postgres(self.embedded_dir, self.shared_buffers)
                 conninfo = self._embedded.attach(ref.close)
             try:  # a direct connect first, for a real error message instead of a pool timeout
                 with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as probe:

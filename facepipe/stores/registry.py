@@ -86,7 +86,9 @@ def _qdrant(settings: Settings) -> FaceStore:
 def _pgvector(settings: Settings) -> FaceStore:
     from facepipe.stores.pgvector import PgVectorStore
 
-    return PgVectorStore(dsn=settings.pg_dsn, embedded_dir=str(settings.data / "postgres"))
+    return PgVectorStore(
+        dsn=settings.pg_dsn, embedded_dir=str(settings.data / "postgres"), shared_buffers=settings.pg_shared_buffers
+    )
 
 
 register(
