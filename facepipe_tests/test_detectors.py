@@ -3,6 +3,8 @@ canvases, tiles and their merging, face-free images."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -91,6 +93,23 @@ def test_plan_keeps_min_face_and_bounds_tiles():
         covered[tile.top : tile.bottom, tile.left : tile.right] = True
     assert covered.all()
     assert tiling.plan(600, 800, band, 16)[0].scale == pytest.approx(band.min_px / 16)  # below 32 works too
+
+
+@pytest.mark.parametrize("shape", [(1853, 2560), (3000, 4000), (4000, 6000), (1537, 1537), (2000, 1000)])
+def test_tiles_overlap_by_the_largest_face_and_no_more(shape):
+    """Every face up to the band's largest lies wholly inside a tile, and the tiles search little twice."""
+    band = yunet.BAND
+    height, width = shape
+    tiles = tiling.plan(height, width, band, 32)[0].tiles
+    tops = sorted({(t.top, t.bottom) for t in tiles})
+    lefts = sorted({(t.left, t.right) for t in tiles})
+    for spans, length in ((tops, height), (lefts, width)):
+        assert spans[0][0] == 0 and spans[-1][1] == length
+        for (_, stop), (start, _) in itertools.pairwise(spans):
+            assert band.max_px <= stop - start <= band.max_px + 2  # the overlap a face needs, no more
+    area = sum((t.bottom - t.top) * (t.right - t.left) for t in tiles)
+    slack = band.max_px + 2
+    assert area <= (height + (len(tops) - 1) * slack) * (width + (len(lefts) - 1) * slack)
 
 
 def test_tiling_merges_duplicates_across_tiles():

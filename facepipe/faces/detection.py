@@ -25,7 +25,7 @@ DLIB_BAND = tiling.DetectorBand(
 levels are left to dlib (a 32 px minimum on a small photo is face_recognition's upsample=1)."""
 
 DETECTORS = ("yunet", "cnn", "hog")
-TILING_VERSION = "t1"
+TILING_VERSION = "t2"
 """Part of the code version: bump when plan()/search() change which faces are found."""
 
 

@@ -87,26 +87,33 @@ def plan(height: int, width: int, band: DetectorBand, min_face: float, max_side:
 
 
 def _tiles(height: int, width: int, scale: float, band: DetectorBand) -> list[Tile]:
-    """Overlapping tiles covering the photo, each at most `band.tile` working pixels a side."""
-    size = band.tile / scale  # tile side in original pixels
+    """Tiles covering the photo, each at most `band.tile` working pixels a side, overlapping by `band.max_px`.
+
+    Each axis gets the fewest tiles that fit, all of one length, just long enough to overlap by the band's
+    largest face: a 2560x1853 photo at scale 1 is searched as four 1440x1087 tiles (6.3 MP), not four
+    1536x1536 ones (9.4 MP) that overlap far more than any face needs.
+    """
+    size = band.tile / scale  # longest tile side in original pixels
     overlap = band.max_px / scale
     if size >= max(height, width):
         return [Tile(0, 0, height, width)]
     if size <= overlap:
         raise ValueError(f"tile {band.tile} px must be larger than the band's largest face {band.max_px} px")
     return [
-        Tile(top, left, min(height, top + math.ceil(size)), min(width, left + math.ceil(size)))
-        for top in _starts(height, size, overlap)
-        for left in _starts(width, size, overlap)
+        Tile(top, left, bottom, right)
+        for top, bottom in _spans(height, size, overlap)
+        for left, right in _spans(width, size, overlap)
     ]
 
 
-def _starts(length: int, size: float, overlap: float) -> list[int]:
+def _spans(length: int, size: float, overlap: float) -> list[tuple[int, int]]:
+    """(start, stop) of equal spans covering 0..length, each at most `size`, neighbours sharing >= `overlap`."""
     if size >= length:
-        return [0]
+        return [(0, length)]
     count = math.ceil((length - overlap) / (size - overlap))
-    step = (length - size) / max(count - 1, 1)
-    return [round(i * step) for i in range(count)]
+    span = min(size, (length + (count - 1) * overlap) / count + 1)  # + 1: rounding never shaves the overlap
+    step = (length - span) / (count - 1)
+    return [(round(i * step), min(length, round(i * step + span))) for i in range(count)]
 
 
 def resize(rgb: np.ndarray, scale: float) -> np.ndarray:
