@@ -32,10 +32,31 @@ class Healing:
     """Store -> photos whose faces there differ from the Parquet; these are exported again."""
     unavailable: dict[str, str] = field(default_factory=dict)
     """Store -> why it could not be checked (down): left for the export to report."""
+    strays: dict[str, list[str]] = field(default_factory=dict)
+    """Store -> photos of `reexport` the library no longer has: deleted there, not exported."""
 
     @property
     def repaired(self) -> list[str]:
         return sorted({key for keys in self.reexport.values() for key in keys})
+
+    @property
+    def found(self) -> bool:
+        """Whether anything was marked for extraction or export, or deleted as a stray."""
+        return bool(self.damaged) or any(self.reexport.values())
+
+    def lines(self) -> list[str]:
+        """What was found and done, photo by photo, for a log."""
+        out = [f"{key}: Parquet unusable ({why}): extracted again" for key, why in sorted(self.damaged.items())]
+        for name, keys in sorted(self.reexport.items()):
+            strays = set(self.strays.get(name, ()))
+            out += [
+                f"{key}: not in the library, deleted from {name}"
+                if key in strays
+                else f"{key}: faces in {name} differ from the Parquet: exported again"
+                for key in keys
+            ]
+        out += [f"{name} could not be checked: {why}" for name, why in sorted(self.unavailable.items())]
+        return out
 
 
 def check_parquet(library: Library) -> dict[str, str]:
@@ -119,13 +140,20 @@ def _count_if_free(store: FaceStore) -> int:
         quick.close()
 
 
-def heal(library: Library, full: bool = False) -> Healing:
+def heal(library: Library, full: bool = False, stores: bool = True) -> Healing:
     """Mark damaged photos for extraction and differing photos for export (`full`: compare every store
-    face id by face id, not only the ones whose count is off). The caller's runs then do the work."""
+    face id by face id, not only the ones whose count is off). The caller's runs then do the work.
+
+    `stores=False` checks the Parquet only (one stat per file): the sensor does that every tick and
+    counts the stores, which may start the embedded Postgres, less often. Never call this while a run
+    is in flight: a store mid-export differs from the manifest, and faces of photos the manifest does
+    not list as indexed are deleted from the stores as strays."""
     manifest, parquet = library.manifest, library.parquet
     healing = Healing(damaged=check_parquet(library))
     if healing.damaged:
         manifest.reindex(healing.damaged)
+    if not stores and not full:
+        return healing
     names = library.store_names if full else list(drifting_stores(library))
     if not names:
         return healing
@@ -148,6 +176,7 @@ def heal(library: Library, full: bool = False) -> Healing:
         strays = [key for key in differ if key not in indexed]  # photos the library no longer has
         if strays:
             store.delete_images(strays)
+            healing.strays[name] = strays
         manifest.reset_exports([key for key in differ if key in indexed], name)
         healing.reexport[name] = differ
     # The Parquet is the truth: the counts the cheap check compares with follow it.

@@ -8,7 +8,7 @@ the caller applies those to Dagster (the index in-process, the sensor through it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from facepipe.forget import erase_images
@@ -79,13 +79,29 @@ def commit(library: Library, outcome: SyncOutcome, pending: bool) -> list[list[s
     not yet indexed with the current settings or not yet in every store."""
     library.manifest.apply(outcome.plan)
     library.record()
-    if pending:
-        todo = set(library.manifest.pending(library.settings.extract.model_version)).union(
-            *(library.manifest.unexported(name) for name in library.store_names)
-        )
-    else:
-        todo = set(outcome.plan.to_run)
-    return contiguous_batches(sorted(todo), outcome.order, library.settings.batch)
+    return batches(library, outcome, pending_keys(library) if pending else set(outcome.plan.to_run))
+
+
+def pending_keys(library: Library) -> set[str]:
+    """Photos not yet indexed from their current bytes with the current settings, or not yet in every
+    store (what healing marks lands here too: damaged photos are pending, differing ones unexported)."""
+    manifest = library.manifest
+    return set(manifest.pending(library.settings.extract.model_version)).union(
+        *(manifest.unexported(name) for name in library.store_names)
+    )
+
+
+def batches(library: Library, outcome: SyncOutcome, keys: Iterable[str]) -> list[list[str]]:
+    """The keys as runs: contiguous ranges of the partitions after the sync, at most a batch each."""
+    return contiguous_batches(sorted(set(keys)), outcome.order, library.settings.batch)
+
+
+def healed_batches(library: Library, outcome: SyncOutcome) -> list[list[str]]:
+    """After `heal` and `commit(pending=False)`, the runs that finish the healing: everything pending or
+    unexported (the selection of `commit(pending=True)`), less what the diff's own runs cover. Call it
+    only when no run is in flight (a running photo is pending too) and healing found something (a
+    store that is down leaves its photos unexported: they are not re-run on every tick)."""
+    return batches(library, outcome, pending_keys(library) - set(outcome.plan.to_run))
 
 
 def nothing_to_do(library: Library) -> SyncPlan | None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
+import time
+import uuid
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -11,19 +15,27 @@ import pytest
 
 from facepipe import manifest as manifest_module
 from facepipe.defs.partitions import images_partitions
-from facepipe.defs.sensors import images_sensor
+from facepipe.defs.sensors import STORE_CHECK_SECONDS, images_sensor
 from facepipe_tests.conftest import FR, KNN
 
 
 @pytest.fixture
 def instance(env):
     with dg.instance_for_test(temp_dir=str(env.dagster_home)) as inst:
+        CURSORS.pop(id(inst), None)
         yield inst
 
 
-def tick(instance, env) -> dg.SensorResult:
-    with dg.build_sensor_context(instance=instance, resources=env.defs().resources) as context:
+CURSORS: dict[int, str | None] = {}
+"""The cursor each instance's last tick left, as the daemon keeps it between ticks."""
+
+
+def tick(instance, env, cursor: str | None = None) -> dg.SensorResult:
+    """One sensor evaluation, from the cursor the last tick left (or `cursor`)."""
+    cursor = cursor if cursor is not None else CURSORS.get(id(instance))
+    with dg.build_sensor_context(instance=instance, resources=env.defs().resources, cursor=cursor) as context:
         result = images_sensor(context)
+    CURSORS[id(instance)] = result.cursor
     for request in result.dynamic_partitions_requests:
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -136,3 +148,114 @@ def test_code_version_follows_detection_settings(env, monkeypatch):
     assert env.defs().resolve_assets_def("faces").code_versions_by_key[dg.AssetKey("faces")] == (
         library.settings.extract.model_version
     )
+
+
+PHOTOS = {"people/obama.jpg": "train/obama/obama.jpg", "people/biden.jpg": "train/biden/biden.jpg"}
+
+
+def indexed_by_the_sensor(env, instance) -> dict[str, set[str]]:
+    """Two photos added, ticked and run; one more tick (the first after the run) finds nothing to heal."""
+    for name, source in PHOTOS.items():
+        env.add(KNN / source, name)
+    first = tick(instance, env)
+    assert len(first.run_requests) == 1 and launch(instance, env, first.run_requests[0]).success
+    assert tick(instance, env, cursor=stores_due()).run_requests == []
+    ids = env.parquet.face_ids_by_image()
+    assert ids.keys() == set(PHOTOS) and all(ids.values())
+    assert_stores_hold(env, ids)
+    return ids
+
+
+def stores_due() -> str:
+    """A cursor whose last store check is older than the interval: the next tick counts the stores."""
+    return json.dumps({"stores_checked": time.time() - STORE_CHECK_SECONDS - 1})
+
+
+def stores_fresh() -> str:
+    return json.dumps({"stores_checked": time.time()})
+
+
+def assert_stores_hold(env, ids: dict[str, set[str]]) -> None:
+    library = env.library()
+    try:
+        for name, store in library.stores().items():
+            assert store.face_ids_by_image() == ids, name
+    finally:
+        library.close()
+
+
+def healed_keys(result: dg.SensorResult) -> list[str]:
+    assert all(r.tags["facepipe/reason"] == "healed" for r in result.run_requests), result.run_requests
+    return [r.partition_key for r in result.run_requests]
+
+
+def test_sensor_reextracts_a_parquet_file_deleted_behind_its_back(env, instance):
+    ids = indexed_by_the_sensor(env, instance)
+    faces_file = env.data / "parquet/faces/people/obama.jpg.parquet"
+    faces_file.unlink()
+    # The Parquet check runs on every tick, not only when the store check is due.
+    healed = tick(instance, env, cursor=stores_fresh())
+    assert healed_keys(healed) == ["people/obama.jpg"]
+    result = launch(instance, env, healed.run_requests[0])
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("faces")]
+    assert event.materialization.metadata["skipped_unchanged"].value is False  # extracted again
+    assert faces_file.exists()
+    assert env.parquet.face_ids_by_image() == ids  # the same faces (ids are stable)
+    assert_stores_hold(env, ids)
+    assert tick(instance, env, cursor=stores_due()).run_requests == []  # healed for good
+
+
+def test_sensor_reexports_what_a_store_lost_once_the_store_check_is_due(env, instance):
+    ids = indexed_by_the_sensor(env, instance)
+    parquet_mtime = (env.data / "parquet/faces/people/biden.jpg.parquet").stat().st_mtime_ns
+    library = env.library()
+    qdrant = library.store("qdrant")
+    qdrant.delete_faces(sorted(ids["people/biden.jpg"]))
+    assert "people/biden.jpg" not in qdrant.face_ids_by_image()
+    library.close()
+
+    # Counted at most every STORE_CHECK_SECONDS: a tick soon after the last count does not look.
+    fresh = stores_fresh()
+    quiet = tick(instance, env, cursor=fresh)
+    assert quiet.run_requests == [] and quiet.cursor == fresh
+
+    due = tick(instance, env, cursor=stores_due())
+    assert healed_keys(due) == ["people/biden.jpg"]
+    assert json.loads(due.cursor)["stores_checked"] >= time.time() - 60  # the count is recorded
+    result = launch(instance, env, due.run_requests[0])
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("faces")]
+    assert event.materialization.metadata["skipped_unchanged"].value is True  # no detection: only the export
+    assert (env.data / "parquet/faces/people/biden.jpg.parquet").stat().st_mtime_ns == parquet_mtime
+    assert_stores_hold(env, ids)
+    assert tick(instance, env, cursor=stores_due()).run_requests == []
+
+
+def test_sensor_heals_nothing_and_deletes_nothing_while_a_run_is_in_flight(env, instance):
+    ids = indexed_by_the_sensor(env, instance)
+    library = env.library()
+    (face,) = library.parquet.load_faces(["people/obama.jpg"])["people/obama.jpg"]
+    stray = dataclasses.replace(face, image_key="ghost.jpg", face_id="00000000-0000-4000-8000-000000000002")
+    for store in library.stores().values():  # as a run mid-export would look: faces the manifest lacks
+        store.replace_images({"ghost.jpg": [stray]})
+    library.close()
+    faces_file = env.data / "parquet/faces/people/biden.jpg.parquet"
+    faces_file.unlink()
+    run_id = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="index_images", run_id=run_id, status=dg.DagsterRunStatus.STARTED))
+
+    due = stores_due()
+    held = tick(instance, env, cursor=due)
+    assert held.run_requests == [] and held.cursor == due  # the store check is still due
+    library = env.library()
+    assert library.manifest.pending(library.settings.extract.model_version) == []  # nothing marked either
+    library.close()
+    assert_stores_hold(env, {**ids, "ghost.jpg": {stray.face_id}})  # the stray is still there
+
+    instance.delete_run(run_id)  # the run is over: the next tick heals both
+    healed = tick(instance, env, cursor=due)
+    assert healed_keys(healed) == ["people/biden.jpg"]
+    assert launch(instance, env, healed.run_requests[0]).success
+    assert faces_file.exists()
+    assert_stores_hold(env, ids)
