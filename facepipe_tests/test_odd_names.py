@@ -131,3 +131,23 @@ def test_long_and_non_utf8_names_and_loops_never_wedge_the_library(env, capsys):
     shards = duckdb.sql(f"SELECT DISTINCT image_key FROM read_parquet('{compacted}/images-*.parquet')").fetchall()
     assert {k for (k,) in shards} == set(map(key_for_relpath, NORMAL))
     assert index_json(capsys)["processed"] == 0  # and the next run has nothing left to trip on
+
+
+def test_the_parquet_check_finds_the_files_of_odd_names_where_they_are_written(tmp_path):
+    """`rel_paths` and `file_stats` (the sensor's and the index's Parquet check, every photo, every tick)
+    take string shortcuts: they must name the files `write` puts anywhere, odd names included."""
+    from facepipe.faces.records import ImageRecord
+    from facepipe.stores.parquet import ParquetStore
+
+    store = ParquetStore(tmp_path / "parquet")
+    names = ["a.jpg", "d/é 日 %.jpg", f"{LONG_FOLDER}/x.jpg", LONG_NAME, f"d/{LATIN1}", "a #?&+:~.jpg", "x/.d/y.jpg"]
+    keys = [key_for_relpath(name) for name in names] + ["../outside.jpg", "/abs.jpg"]
+    for key in keys:
+        store.write(ImageRecord(key, "0" * 64, "error", reason="unreadable"))
+    stats = store.file_stats()
+    for key in keys:
+        faces_rel, status_rel = store.rel_paths(key)
+        assert status_rel in stats, (key, status_rel, sorted(stats))
+        assert faces_rel == store.faces_path(key).relative_to(store.base).as_posix(), key
+        assert (faces_rel in stats) == store.faces_path(key).exists(), key
+    assert store.rel_paths(".") == ("faces/.parquet", "images/.parquet")  # as the general path names it

@@ -105,6 +105,9 @@ LONG_NAME = NAME_MAX - TEMP_EXTRA
 _HASHED = re.compile(r"(?:^|[~/])[0-9a-f]{32}\.parquet$")  # also the `_refused/<hash>.parquet` of unsafe keys
 
 
+FACES_DIR, IMAGES_DIR = "faces", "images"
+"""The folders of the faces files and of the status files under the Parquet root."""
+
 HASHED_DIR = "_hashed"
 """Where the files of photos whose path is not valid UTF-8 go."""
 
@@ -117,6 +120,22 @@ def mirrored_path(base: Path, rel: PurePosixPath, image_key: str) -> Path:
     if len(plain.encode()) > LONG_NAME:
         return base.joinpath(*rel.parent.parts, _hashed_name(rel.name, image_key))
     return base.joinpath(*rel.parent.parts, plain)
+
+
+def _scan_local(folder: str, rel: str, out: dict[str, tuple[int, int]]) -> None:
+    """`file_stats` of a local folder: every `*.parquet` file not hidden (writers' temporary files) ->
+    (mtime_ns, size), named POSIX-relative by `rel`; links to folders are not followed (as `rglob`)."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        with contextlib.suppress(FileNotFoundError):  # deleted while we look
+            if entry.is_dir(follow_symlinks=False):
+                _scan_local(entry.path, f"{rel}/{entry.name}", out)
+            elif entry.name.endswith(".parquet") and not entry.name.startswith("."):
+                st = entry.stat()
+                out[f"{rel}/{entry.name}"] = (st.st_mtime_ns, st.st_size)
 
 
 def _hashed_name(name: str, image_key: str) -> str:
@@ -232,11 +251,11 @@ class ParquetStore:
 
     @property
     def faces_dir(self) -> Path:
-        return self.base / "faces"
+        return self.base / FACES_DIR
 
     @property
     def images_dir(self) -> Path:
-        return self.base / "images"
+        return self.base / IMAGES_DIR
 
     # -- file operations on either kind of root ----------------------------------------------------------
 
@@ -305,6 +324,13 @@ class ParquetStore:
 
     def rel_paths(self, image_key: str) -> tuple[str, str]:
         """(faces file, status file) of a photo, relative to the Parquet root: the keys of `file_stats`."""
+        with contextlib.suppress(UnsafeKeyError):
+            path = relpath_for_key(image_key)
+            rel = str(path)
+            if path.name and _is_utf8(rel) and len(f"{path.name}.parquet".encode()) <= LONG_NAME:
+                # `mirrored_path`'s plain case as strings, the key parsed once (the sensor's Parquet
+                # check asks this for every photo on every tick)
+                return (f"{FACES_DIR}/{rel}.parquet", f"{IMAGES_DIR}/{rel}.parquet")
         root = len(str(self.base)) + 1
         return tuple(str(self._file(base, image_key))[root:] for base in self.bases)
 
@@ -315,6 +341,10 @@ class ParquetStore:
     def file_stats(self) -> dict[str, tuple[int, int]]:
         """Every faces and status file (relative to the Parquet root, POSIX) with its (mtime_ns, size)."""
         out: dict[str, tuple[int, int]] = {}
+        if self.fs is None:  # one scandir per folder, no Path per file (every sensor tick does this)
+            for base in self.bases:
+                _scan_local(str(base), base.name, out)
+            return out
         for base in self.bases:
             for path, mtime_ns, size in self.files_under(base):
                 if not path.name.startswith("."):  # temporary files of writers in flight
