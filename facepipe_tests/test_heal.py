@@ -119,3 +119,35 @@ def test_repair_compares_face_ids_and_not_only_counts(env, capsys):
     for store in library.stores().values():
         assert store.face_ids_by_image(["obama/obama.jpg"]) == {"obama/obama.jpg": {face.face_id}}
     library.close()
+
+
+def test_index_leaves_healing_alone_while_another_run_is_in_flight(env, capsys):
+    """A run mid-export (the daemon's) holds store faces the manifest does not list yet: `index` must not
+    take them for strays and delete them; the next index with no run in flight heals."""
+    import uuid
+
+    import dagster as dg
+
+    index_train(env, capsys)
+    library = env.library()
+    (face,) = library.parquet.load_faces(["obama/obama.jpg"])["obama/obama.jpg"]
+    stray = dataclasses.replace(face, image_key="ghost.jpg", face_id="00000000-0000-4000-8000-000000000003")
+    for store in library.stores().values():
+        store.replace_images({"ghost.jpg": [stray]})
+    library.close()
+    instance = dg.DagsterInstance.get()  # the one `index` uses (DAGSTER_HOME)
+    run_id = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="index_images", run_id=run_id, status=dg.DagsterRunStatus.STARTED))
+
+    def ghosts() -> list[set[str]]:
+        library = env.library()
+        try:
+            return [s.face_ids_by_image(["ghost.jpg"])["ghost.jpg"] for s in library.stores().values()]
+        finally:
+            library.close()
+
+    assert index(capsys, "--repair")["repaired"] == []
+    assert ghosts() == [{stray.face_id}, {stray.face_id}]
+    instance.delete_run(run_id)
+    assert index(capsys, "--repair")["repaired"] == ["ghost.jpg"]
+    assert ghosts() == [set(), set()]
