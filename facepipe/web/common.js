@@ -35,6 +35,29 @@ function photoUrl(imageKey, faceIds, maxSide) {
   return `/api/images/${keyPath(imageKey)}${query ? "?" + query : ""}`;
 }
 
+// A face's box ([top, right, bottom, left] in pixels of a width x height photo) as a style that places it
+// over the photo in percentages, so it follows the photo however large the page draws it.
+function boxStyle([top, right, bottom, left], width, height) {
+  return {
+    left: `${(100 * left) / width}%`,
+    top: `${(100 * top) / height}%`,
+    width: `${(100 * (right - left)) / width}%`,
+    height: `${(100 * (bottom - top)) / height}%`,
+  };
+}
+
+// Pointing at any of `nodes` lights up (class "hot") every element whose `attribute` is `value`: a face's
+// box and its entry in the list beside the photo together.
+function hoverTogether(nodes, attribute, value) {
+  const light = (on) => {
+    for (const node of document.querySelectorAll(`[${attribute}="${value}"]`)) node.classList.toggle("hot", on);
+  };
+  for (const node of nodes) {
+    node.addEventListener("mouseenter", () => light(true));
+    node.addEventListener("mouseleave", () => light(false));
+  }
+}
+
 // The photo viewer page of one photo, and a person's page.
 function viewerUrl(imageKey) {
   return `/photos/${keyPath(imageKey)}`;

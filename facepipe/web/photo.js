@@ -28,19 +28,13 @@ async function load() {
   photo.src = `/api/images/${keyPath(imageKey)}?boxes=false&max_side=1600`;
   const width = p.width || 1, height = p.height || 1;
   p.faces.forEach((face, n) => {
-    const [top, right, bottom, left] = face.box;
     const label = face.person_id ? face.name || face.person_id : "no person";
     const attrs = {
       class: `box labelled${face.person_id ? "" : " unknown"}`,
       "data-face-id": face.face_id,
       "data-person-id": face.person_id || "",
       title: face.person_id ? `${personLabel(face.person_id, face.name)}: open their page` : "not in any person",
-      style: {
-        left: `${(100 * left) / width}%`,
-        top: `${(100 * top) / height}%`,
-        width: `${(100 * (right - left)) / width}%`,
-        height: `${(100 * (bottom - top)) / height}%`,
-      },
+      style: boxStyle(face.box, width, height),
     };
     const box = face.person_id
       ? el("a", { ...attrs, href: personUrl(face.person_id) }, el("span", { text: label }))
@@ -48,10 +42,7 @@ async function load() {
     boxes.append(box);
     const item = el("li", { "data-face-id": face.face_id },
       face.person_id ? el("a", { href: personUrl(face.person_id), text: label }) : el("span", { text: label }));
-    for (const node of [box, item]) {
-      node.addEventListener("mouseenter", () => hot(face.face_id, true));
-      node.addEventListener("mouseleave", () => hot(face.face_id, false));
-    }
+    hoverTogether([box, item], "data-face-id", face.face_id);
     who.append(item);
   });
   const n = p.faces.length;
@@ -61,10 +52,6 @@ async function load() {
   about.textContent = [taken, camera].filter(Boolean).join(" · ");
   viewer.hidden = false;
   document.body.dataset.state = "done";
-}
-
-function hot(faceId, on) {
-  for (const node of document.querySelectorAll(`[data-face-id="${faceId}"]`)) node.classList.toggle("hot", on);
 }
 
 // Arrows move between the faces, Enter opens the focused face's person, Esc goes back.

@@ -64,17 +64,11 @@ async function search(file) {
 function show(answer) {
   const size = answer.image || { width: query.naturalWidth || 1, height: query.naturalHeight || 1 };
   answer.faces.forEach((face, n) => {
-    const [top, right, bottom, left] = face.box;
     const box = el("div", {
       class: "box",
       "data-face": n,
       title: `face ${n + 1}`,
-      style: {
-        left: `${(100 * left) / size.width}%`,
-        top: `${(100 * top) / size.height}%`,
-        width: `${(100 * (right - left)) / size.width}%`,
-        height: `${(100 * (bottom - top)) / size.height}%`,
-      },
+      style: boxStyle(face.box, size.width, size.height),
     }, el("span", { text: String(n + 1) }));
     boxes.append(box);
 
@@ -101,16 +95,9 @@ function show(answer) {
     if (!face.matches.length) matches.append(el("li", { class: "none", text: "No stored face is similar." }));
     const card = el("section", { class: "face", "data-face": n },
       el("h3", { text: `Face ${n + 1}` }), matches);
-    for (const node of [card, box]) {
-      node.addEventListener("mouseenter", () => highlight(n, true));
-      node.addEventListener("mouseleave", () => highlight(n, false));
-    }
+    hoverTogether([card, box], "data-face", n);
     facesList.append(card);
   });
-}
-
-function highlight(n, on) {
-  for (const node of document.querySelectorAll(`[data-face="${n}"]`)) node.classList.toggle("hot", on);
 }
 
 // Keyboard: arrows move between the results, Enter opens the focused one's photo, Esc clears the search.
