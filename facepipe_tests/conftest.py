@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,18 @@ os.environ.setdefault("FACEPIPE_RETRY_DELAY", "0.2")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FR = SHARED_DATA / "face_recognition"
 KNN = FR / "examples" / "knn_examples"
+KNN_PEOPLE = {
+    "obama/a.jpg": KNN / "train/obama/obama.jpg",
+    "obama/b.jpg": KNN / "train/obama/obama2.jpg",
+    "obama/c.jpg": KNN / "test/obama1.jpg",
+    "biden/a.jpg": KNN / "train/biden/biden.jpg",
+    "biden/b.jpg": KNN / "train/biden/biden2.jpg",
+    "kit/a.jpg": KNN / "train/kit_harington/john1.jpeg",
+    "kit/b.jpg": KNN / "train/kit_harington/john2.jpeg",
+    "alex/a.jpg": KNN / "train/alex_lacamoire/img1.jpg",
+}
+"""knn photos of four people (Obama 3, Biden 2, Kit Harington 2, Alex Lacamoire 1) under short image keys,
+for the people-edit tests over HTTP and in the browser."""
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +96,37 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> E
         monkeypatch.delenv(name, raising=False)
     ensure_dagster_home(settings.reload())
     return e
+
+
+_KNN: dict[str, Path] = {}
+
+
+def knn_train(tmp_path_factory: pytest.TempPathFactory, mp: pytest.MonkeyPatch) -> Path:
+    """knn `train/` indexed (HOG) once per test session in its own images, data and Dagster folders;
+    points the environment at it. Shared read-only by test_people, test_api and the other API tests."""
+    from facepipe.cli import main
+
+    root = _KNN.get("root") or tmp_path_factory.mktemp("knn")
+    for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN"):
+        mp.delenv(name, raising=False)
+    for name, value in {
+        "FACEPIPE_IMAGES": root / "images",
+        "FACEPIPE_DATA": root / "data",
+        "DAGSTER_HOME": root / "dagster",
+        "FACEPIPE_WORKERS": "1",
+        "FACEPIPE_DETECTOR": "hog",
+    }.items():
+        mp.setenv(name, str(value))
+    if "root" not in _KNN:
+        shutil.copytree(KNN / "train", root / "images")
+        ensure_dagster_home(settings.reload())
+        assert main(["index", "--quiet"]) == 0
+        _KNN["root"] = root
+    return root
+
+
+@pytest.fixture(scope="module")
+def knn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """knn_train for a test module: the environment points at it until the module's tests are done."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield knn_train(tmp_path_factory, mp)

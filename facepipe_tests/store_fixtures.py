@@ -19,6 +19,33 @@ from facepipe.faces.records import Face, face_id
 DIM = 128
 
 
+def synthetic_face(
+    key: str,
+    box: tuple[int, int, int, int],
+    embedding: np.ndarray,
+    *,
+    tag: str = "v1",
+    score: float | None = None,
+    detector: str = "hog",
+) -> Face:
+    """A face with no photo behind it: at `box` (top, right, bottom, left) of `key`, whose hash is named
+    after `tag` (also its model version), with `embedding` and a stand-in crop."""
+    return Face(
+        face_id=face_id(key, f"sha-{tag}", box),
+        image_key=key,
+        sha256=f"sha-{tag}",
+        top=box[0],
+        right=box[1],
+        bottom=box[2],
+        left=box[3],
+        score=score,
+        detector=detector,
+        embedding=embedding,
+        crop=b"jpeg",
+        model_version=tag,
+    )
+
+
 def clustered_faces(
     rng: np.random.Generator, image_keys: list[str], per_image: int, centers: np.ndarray, *, tag: str = "v1"
 ) -> dict[str, list[Face]]:
@@ -30,22 +57,7 @@ def clustered_faces(
             box = (10 * i, 10 * i + 40, 10 * i + 40, 10 * i)
             center = centers[rng.integers(len(centers))]
             emb = (center + rng.normal(0, 0.02, DIM)).astype(np.float32)
-            faces.append(
-                Face(
-                    face_id=face_id(key, f"sha-{tag}", box),
-                    image_key=key,
-                    sha256=f"sha-{tag}",
-                    top=box[0],
-                    right=box[1],
-                    bottom=box[2],
-                    left=box[3],
-                    score=0.9 if i % 2 else None,
-                    detector="cnn",
-                    embedding=emb,
-                    crop=b"jpeg",
-                    model_version=tag,
-                )
-            )
+            faces.append(synthetic_face(key, box, emb, tag=tag, score=0.9 if i % 2 else None, detector="cnn"))
         out[key] = faces
     return out
 

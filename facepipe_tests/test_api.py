@@ -19,15 +19,8 @@ from facepipe import settings
 from facepipe.api import MAX_UPLOAD, create_app
 from facepipe.library import Library
 from facepipe_tests.conftest import KNN
-from facepipe_tests.test_people import knn_train
 
 OBAMA1 = KNN / "test/obama1.jpg"
-
-
-@pytest.fixture(scope="module")
-def knn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp:
-        yield knn_train(tmp_path_factory, mp)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,6 @@ from facepipe import settings
 from facepipe.api import create_app, pictures
 from facepipe.library import Library
 from facepipe_tests.conftest import KNN
-from facepipe_tests.test_people import knn_train
 
 
 def big_photo(path: Path, width: int = 7200, height: int = 4800) -> Path:
@@ -84,12 +82,6 @@ def test_a_full_renderer_answers_503_with_retry_after(env, monkeypatch):
         finally:
             slots.release()
         assert client.get("/api/images/big.jpg").status_code == 200
-
-
-@pytest.fixture(scope="module")
-def knn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp:
-        yield knn_train(tmp_path_factory, mp)
 
 
 class ParquetReads:

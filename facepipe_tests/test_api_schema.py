@@ -5,7 +5,6 @@ a body and content type the spec describes. Bounded: a few examples per route, e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -15,16 +14,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from facepipe import settings as facepipe_settings
 from facepipe.api import create_app
 from facepipe.library import Library
-from facepipe_tests.test_people import knn_train
 
 EXAMPLES = 25
 """Generated requests per route: enough to reach each documented status, few enough for a shared 2-core box."""
-
-
-@pytest.fixture(scope="module")
-def knn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp:
-        yield knn_train(tmp_path_factory, mp)
 
 
 @pytest.fixture(scope="module")

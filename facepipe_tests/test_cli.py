@@ -121,7 +121,7 @@ def test_link_loops_and_dangling_links_are_skipped_not_fatal(env, capsys):
 @pytest.fixture(scope="module")
 def knn_library(tmp_path_factory):
     """knn `train/` indexed with HOG (shared read-only with test_people and test_api)."""
-    from facepipe_tests.test_people import knn_train
+    from facepipe_tests.conftest import knn_train
 
     with pytest.MonkeyPatch.context() as mp:
         yield knn_train(tmp_path_factory, mp)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,12 +18,13 @@ import pytest
 
 from facepipe import settings
 from facepipe.cli import main
-from facepipe.faces.records import Face, ImageRecord, face_id
+from facepipe.faces.records import Face, ImageRecord
 from facepipe.library import Library
 from facepipe.people import People, PeopleError, state
 from facepipe.stores.parquet import ParquetStore
 from facepipe_tests.conftest import KNN
 from facepipe_tests.shared_pg import pg_dsn, pg_server  # noqa: F401
+from facepipe_tests.store_fixtures import synthetic_face
 
 # -- synthetic -------------------------------------------------------------------------------------------
 
@@ -38,20 +38,7 @@ def face(key: str, who: str, n: int = 0, tag: str = "v1", noise: float = 0.02) -
 
 def face_in_box(key: str, who: str, box: tuple[int, int, int, int], tag: str = "v1", noise: float = 0.02) -> Face:
     """A synthetic face of `who` (its embedding near the person's centre) at `box` (top, right, bottom, left)."""
-    return Face(
-        face_id=face_id(key, f"sha-{tag}", box),
-        image_key=key,
-        sha256=f"sha-{tag}",
-        top=box[0],
-        right=box[1],
-        bottom=box[2],
-        left=box[3],
-        score=None,
-        detector="hog",
-        embedding=(CENTRES[who] + RNG.normal(0, noise, 128)).astype(np.float32),
-        crop=b"jpeg",
-        model_version=tag,
-    )
+    return synthetic_face(key, box, (CENTRES[who] + RNG.normal(0, noise, 128)).astype(np.float32), tag=tag)
 
 
 class Recorder:
@@ -271,39 +258,6 @@ TEST_LABELS = {  # knn test/ photo -> train/ folder of each face, left to right 
     "obama1.jpg": ["obama"],
     "obama_and_biden.jpg": ["biden", "obama", None],  # the girl at the right edge
 }
-
-
-_KNN: dict[str, Path] = {}
-
-
-def knn_train(tmp_path_factory: pytest.TempPathFactory, mp: pytest.MonkeyPatch) -> Path:
-    """knn `train/` indexed (HOG) once per test session in its own images, data and Dagster folders;
-    points the environment at it. Shared read-only by test_people and test_api."""
-    from facepipe.defs.instance import ensure_dagster_home
-
-    root = _KNN.get("root") or tmp_path_factory.mktemp("knn")
-    for name in ("QDRANT_URL", "QDRANT_API_KEY", "FACEPIPE_PG_DSN"):
-        mp.delenv(name, raising=False)
-    for name, value in {
-        "FACEPIPE_IMAGES": root / "images",
-        "FACEPIPE_DATA": root / "data",
-        "DAGSTER_HOME": root / "dagster",
-        "FACEPIPE_WORKERS": "1",
-        "FACEPIPE_DETECTOR": "hog",
-    }.items():
-        mp.setenv(name, str(value))
-    if "root" not in _KNN:
-        shutil.copytree(KNN / "train", root / "images")
-        ensure_dagster_home(settings.reload())
-        assert main(["index", "--quiet"]) == 0
-        _KNN["root"] = root
-    return root
-
-
-@pytest.fixture(scope="module")
-def knn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp:
-        yield knn_train(tmp_path_factory, mp)
 
 
 def cli_json(capsys, *args: str):

@@ -13,18 +13,7 @@ from fastapi.testclient import TestClient
 
 from facepipe.api import create_app
 from facepipe.cli import main
-from facepipe_tests.conftest import KNN
-
-PHOTOS = {
-    "obama/a.jpg": KNN / "train/obama/obama.jpg",
-    "obama/b.jpg": KNN / "train/obama/obama2.jpg",
-    "obama/c.jpg": KNN / "test/obama1.jpg",
-    "biden/a.jpg": KNN / "train/biden/biden.jpg",
-    "biden/b.jpg": KNN / "train/biden/biden2.jpg",
-    "kit/a.jpg": KNN / "train/kit_harington/john1.jpeg",
-    "kit/b.jpg": KNN / "train/kit_harington/john2.jpeg",
-    "alex/a.jpg": KNN / "train/alex_lacamoire/img1.jpg",
-}
+from facepipe_tests.conftest import KNN, KNN_PEOPLE
 
 
 def people_json(capsys) -> dict[str, dict]:
@@ -46,7 +35,7 @@ def face_of(env, key: str) -> str:
 
 @pytest.fixture
 def indexed(env, capsys) -> Iterator:
-    for key, source in PHOTOS.items():
+    for key, source in KNN_PEOPLE.items():
         env.add(source, key)
     assert main(["index", "--quiet"]) == 0
     yield env

@@ -12,24 +12,24 @@ import json
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 
-from facepipe_tests.conftest import KNN
-from facepipe_tests.test_search_page import facepipe
-from facepipe_tests.ui_helpers import BIN, chromium, free_port, make_env, page_text, prepare, processes, wait_for
+from facepipe_tests.conftest import KNN, KNN_PEOPLE
+from facepipe_tests.ui_helpers import (
+    chromium,
+    facepipe_cli,
+    make_env,
+    page_and_log,
+    prepare,
+    processes,
+    serve,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
 
 PHOTOS = {
-    "obama/a.jpg": KNN / "train/obama/obama.jpg",
-    "obama/b.jpg": KNN / "train/obama/obama2.jpg",
-    "obama/c.jpg": KNN / "test/obama1.jpg",
-    "biden/a.jpg": KNN / "train/biden/biden.jpg",
-    "biden/b.jpg": KNN / "train/biden/biden2.jpg",
-    "kit/a.jpg": KNN / "train/kit_harington/john1.jpeg",
-    "kit/b.jpg": KNN / "train/kit_harington/john2.jpeg",
-    "alex/a.jpg": KNN / "train/alex_lacamoire/img1.jpg",
+    **KNN_PEOPLE,
     "alex/c.jpg": KNN / "test/alex_lacamoire1.jpg",
     "alex/b.png": KNN.parent / "alex-lacamoire.png",
 }
@@ -43,7 +43,7 @@ def test_people_page_renames_splits_merges_moves_reviews_and_undoes(tmp_path: Pa
     prepare(env, materialize=True, timeout=300)
 
     def cli() -> dict[str, dict]:
-        return {p["person_id"]: p for p in json.loads(facepipe(env, "people", "--json"))}
+        return {p["person_id"]: p for p in json.loads(facepipe_cli(env, "people", "--json"))}
 
     def owner(key: str) -> str:
         return next(pid for pid, p in cli().items() if key in p["image_keys"])
@@ -51,17 +51,8 @@ def test_people_page_renames_splits_merges_moves_reviews_and_undoes(tmp_path: Pa
     obama, biden, alex = owner("obama/a.jpg"), owner("biden/a.jpg"), owner("alex/a.jpg")
     assert cli()[obama]["faces"] == 3 and "alex/b.png" not in cli()[alex]["image_keys"]
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     with processes(env) as procs:
-        server = procs.start("serve", [str(BIN / "facepipe"), "serve", "--port", str(port)])
-        wait_for(
-            "facepipe serve",
-            lambda: httpx.get(f"{base}/api/people", timeout=5).status_code == 200,
-            60,
-            alive=server.check_alive,
-            context=server.tail,
-        )
+        server, base = serve(procs, timeout=60)
         with chromium(tmp_path) as driver:
             from selenium.webdriver.common.by import By
             from selenium.webdriver.support.ui import Select
@@ -72,7 +63,7 @@ def test_people_page_renames_splits_merges_moves_reviews_and_undoes(tmp_path: Pa
                     probe,
                     timeout,
                     alive=server.check_alive,
-                    context=lambda: f"{page_text(driver)[:3000]}\n{server.tail()}",
+                    context=page_and_log(driver, server, chars=3000),
                 )
 
             def status_says(text: str) -> None:

@@ -11,40 +11,31 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 from facepipe.stores.parquet import ParquetStore
 from facepipe_tests.conftest import KNN
 from facepipe_tests.ui_helpers import (
-    BIN,
     chromium,
-    free_port,
+    facepipe_cli,
     make_env,
+    page_and_log,
     page_text,
     prepare,
     processes,
     require_chromium,
+    serve,
     wait_for,
 )
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
 GROUP = "together/obama_and_biden.jpg"
-
-
-def facepipe(env, *args: str) -> str:
-    proc = subprocess.run(
-        [str(BIN / "facepipe"), *args], env=env.vars, cwd=env.root, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, f"facepipe {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 @dataclass
@@ -67,21 +58,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     (env.images / "together").mkdir()
     shutil.copyfile(KNN / "test/obama_and_biden.jpg", env.images / GROUP)
     prepare(env, materialize=True)
-    people = {p["person_id"]: p for p in json.loads(facepipe(env, "people", "--json"))}
+    people = {p["person_id"]: p for p in json.loads(facepipe_cli(env, "people", "--json"))}
     obama = next(pid for pid, p in people.items() if any(k.startswith("obama/") for k in p["image_keys"]))
-    facepipe(env, "people", "name", obama, "Barack Obama")
-    people = {p["person_id"]: p for p in json.loads(facepipe(env, "people", "--json"))}
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    facepipe_cli(env, "people", "name", obama, "Barack Obama")
+    people = {p["person_id"]: p for p in json.loads(facepipe_cli(env, "people", "--json"))}
     with processes(env) as procs:
-        server = procs.start("serve", [str(BIN / "facepipe"), "serve", "--port", str(port)])
-        wait_for(
-            "facepipe serve to answer /api/people",
-            lambda: httpx.get(f"{base}/api/people", timeout=5).status_code == 200,
-            30,
-            alive=server.check_alive,
-            context=server.tail,
-        )
+        server, base = serve(procs)
         yield Served(env, base, server, people, ParquetStore(env.data / "parquet"), obama)
 
 
@@ -100,7 +82,7 @@ def test_photo_viewer_labels_every_face_and_leads_to_the_person(served: Served, 
             lambda: driver.execute_script(photo_loaded) and len(driver.find_elements(By.CSS_SELECTOR, "#boxes .box")),
             60,
             alive=server.check_alive,
-            context=lambda: f"{page_text(driver)[:2000]}\n{server.tail()}",
+            context=page_and_log(driver, server),
         )
         driver.save_screenshot(str(tmp_path / "photo_viewer.png"))
         boxes = driver.find_elements(By.CSS_SELECTOR, "#boxes .box")
@@ -123,7 +105,7 @@ def test_photo_viewer_labels_every_face_and_leads_to_the_person(served: Served, 
             lambda: driver.execute_script(tiles) == len(people[obama]["image_keys"]),
             60,
             alive=server.check_alive,
-            context=lambda: f"{page_text(driver)[:2000]}\n{server.tail()}",
+            context=page_and_log(driver, server),
         )
         driver.save_screenshot(str(tmp_path / "person_page.png"))
         assert urlsplit(driver.current_url).path == "/people"
@@ -173,7 +155,7 @@ def test_search_page_paste_keyboard_and_no_broken_image(served: Served, tmp_path
             lambda: driver.find_elements(By.CSS_SELECTOR, ".face .match"),
             60,
             alive=server.check_alive,
-            context=lambda: f"{page_text(driver)[:2000]}\n{server.tail()}",
+            context=page_and_log(driver, server),
         )
         driver.save_screenshot(str(tmp_path / "pasted_search.png"))
         assert len(driver.find_elements(By.CSS_SELECTOR, "#boxes .box")) >= 2

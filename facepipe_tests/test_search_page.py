@@ -10,34 +10,25 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from facepipe_tests.conftest import KNN
 from facepipe_tests.ui_helpers import (
-    BIN,
     chromium,
-    free_port,
+    facepipe_cli,
     make_env,
+    page_and_log,
     page_text,
     prepare,
     processes,
     require_chromium,
+    serve,
     wait_for,
 )
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
-
-
-def facepipe(env, *args: str) -> str:
-    proc = subprocess.run(
-        [str(BIN / "facepipe"), *args], env=env.vars, cwd=env.root, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, f"facepipe {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def test_search_page_shows_faces_matches_and_people(tmp_path: Path) -> None:
@@ -46,21 +37,12 @@ def test_search_page_shows_faces_matches_and_people(tmp_path: Path) -> None:
     for person in (KNN / "train").iterdir():
         shutil.copytree(person, env.images / person.name)
     prepare(env, materialize=True)  # `facepipe index` in a subprocess: faces, stores, people
-    people = json.loads(facepipe(env, "people", "--json"))
+    people = json.loads(facepipe_cli(env, "people", "--json"))
     (obama,) = [p for p in people if p["image_keys"][0].startswith("obama/")]
-    facepipe(env, "people", "name", obama["person_id"], "Barack Obama")
+    facepipe_cli(env, "people", "name", obama["person_id"], "Barack Obama")
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     with processes(env) as procs:
-        server = procs.start("serve", [str(BIN / "facepipe"), "serve", "--port", str(port)])
-        wait_for(
-            "facepipe serve to answer /api/people",
-            lambda: httpx.get(f"{base}/api/people", timeout=5).status_code == 200,
-            30,
-            alive=server.check_alive,
-            context=server.tail,
-        )
+        server, base = serve(procs)
         with chromium(tmp_path) as driver:
             from selenium.webdriver.common.by import By
 
@@ -71,7 +53,7 @@ def test_search_page_shows_faces_matches_and_people(tmp_path: Path) -> None:
                 lambda: driver.find_elements(By.CSS_SELECTOR, ".face .match"),
                 60,
                 alive=server.check_alive,
-                context=lambda: f"{page_text(driver)[:2000]}\n{server.tail()}",
+                context=page_and_log(driver, server),
             )
             driver.save_screenshot(str(tmp_path / "search_page.png"))
 

@@ -15,39 +15,28 @@ from typing import Any
 import numpy as np
 import pytest
 
-try:
-    from facepipe_tests.store_fixtures import (
-        centers_for,
-        clustered_faces,
-        data_dir,
-        pg_holder,
-        pg_reader,
-        pg_store,
-        pg_writer,
-        qdrant_store,
-        qdrant_waiter,
-        store,
-        wipe,
-    )
-except ImportError:  # facepipe_tests is not a package: pytest put its folder on sys.path
-    from store_fixtures import (  # type: ignore[no-redef]  # noqa: F401
-        centers_for,
-        clustered_faces,
-        data_dir,
-        pg_holder,
-        pg_reader,
-        pg_store,
-        pg_writer,
-        qdrant_store,
-        qdrant_waiter,
-        store,
-        wipe,
-    )
-
 from facepipe.stores import FaceStore, PgVectorStore, QdrantStore, StoreError, registry
 from facepipe.stores.embedded_pg import embedded_postgres
 from facepipe.stores.locks import lock_is_free
 from facepipe.stores.qdrant_edge import LOCK_FILE
+from facepipe_tests import store_fixtures
+from facepipe_tests.store_fixtures import (
+    centers_for,
+    clustered_faces,
+    pg_holder,
+    pg_reader,
+    pg_writer,
+    qdrant_waiter,
+    wipe,
+)
+
+# The fixtures, bound here so pytest finds them (assigned, not imported: the tests' arguments share their names).
+data_dir, qdrant_store, pg_store, store = (
+    store_fixtures.data_dir,
+    store_fixtures.qdrant_store,
+    store_fixtures.pg_store,
+    store_fixtures.store,
+)
 
 SPAWN = multiprocessing.get_context("spawn")
 FORK = multiprocessing.get_context("fork")

@@ -18,7 +18,7 @@ from facepipe import settings
 from facepipe.api import create_app
 from facepipe.api.drawing import HIGHLIGHT, OUTLINE, outlined_jpeg
 from facepipe.library import Library
-from facepipe_tests.test_people import knn_train
+from facepipe_tests.conftest import knn_train
 
 
 @pytest.fixture(scope="module")

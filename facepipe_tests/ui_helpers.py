@@ -297,6 +297,30 @@ def wait_for(
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}{extra}")
 
 
+def facepipe_cli(env: UiEnv, *args: str) -> str:
+    """`facepipe ARGS` in a separate process with the test's environment; its stdout (it must succeed)."""
+    proc = subprocess.run(
+        [str(BIN / "facepipe"), *args], env=env.vars, cwd=env.root, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, f"facepipe {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def serve(procs: Processes, timeout: float = 30) -> tuple[Proc, str]:
+    """`facepipe serve` on a free loopback port, once it answers /api/people: the process and its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = procs.start("serve", [str(BIN / "facepipe"), "serve", "--port", str(port)])
+    wait_for(
+        "facepipe serve to answer /api/people",
+        lambda: httpx.get(f"{base}/api/people", timeout=5).status_code == 200,
+        timeout,
+        alive=server.check_alive,
+        context=server.tail,
+    )
+    return server, base
+
+
 def wait_for_webserver(base: str, proc: Proc, timeout: float = 60) -> dict:
     def probe() -> dict | None:
         r = httpx.get(f"{base}/server_info", timeout=5)
@@ -410,3 +434,8 @@ def page_text(driver: Any) -> str:
         return driver.find_element(By.TAG_NAME, "body").text
     except Exception:  # the page may be mid-render
         return ""
+
+
+def page_and_log(driver: Any, proc: Proc, chars: int = 2000) -> Callable[[], str]:
+    """A wait_for context: the start of what the page shows, then the end of the server's log."""
+    return lambda: f"{page_text(driver)[:chars]}\n{proc.tail()}"
