@@ -73,6 +73,7 @@ def test_photo_viewer_labels_every_face_and_leads_to_the_person(served: Served, 
     clustered = [f for f in group if f["person_id"]]
     assert len(clustered) >= 2 and all(f["person_id"] in people for f in clustered), (group, people)
     with chromium(tmp_path) as driver:
+        from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.by import By
 
         driver.get(f"{base}/photos/{GROUP}")
@@ -97,6 +98,10 @@ def test_photo_viewer_labels_every_face_and_leads_to_the_person(served: Served, 
             assert box.size["width"] > 10 and box.size["height"] > 10  # drawn over the photo, not collapsed
         assert shown[next(f["face_id"] for f in group if f["person_id"] == obama)].text == "Barack Obama"
         assert f"{len(group)} faces in this photo" in driver.find_element(By.ID, "status").text
+        pointed = group[0]["face_id"]
+        ActionChains(driver).move_to_element(shown[pointed]).perform()
+        lit = f"return [...document.querySelectorAll('[data-face-id=\"{pointed}\"]')].map(n => n.matches('.hot'))"
+        wait_for("the pointed-at face lit with its list entry", lambda: driver.execute_script(lit) == [True, True], 30)
 
         shown[next(f["face_id"] for f in group if f["person_id"] == obama)].click()
         tiles = "return [...document.querySelectorAll('#photos .photo img')].filter(i => i.naturalWidth).length"

@@ -44,6 +44,7 @@ def test_search_page_shows_faces_matches_and_people(tmp_path: Path) -> None:
     with processes(env) as procs:
         server, base = serve(procs)
         with chromium(tmp_path) as driver:
+            from selenium.webdriver.common.action_chains import ActionChains
             from selenium.webdriver.common.by import By
 
             driver.get(base + "/")
@@ -66,6 +67,9 @@ def test_search_page_shows_faces_matches_and_people(tmp_path: Path) -> None:
             thumb = first.find_element(By.CSS_SELECTOR, "img.thumb")
             assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", thumb)
             assert "1 face found" in driver.find_element(By.ID, "status").text
+            ActionChains(driver).move_to_element(driver.find_element(By.CSS_SELECTOR, "#boxes .box")).perform()
+            lit = "return [...document.querySelectorAll('[data-face=\"0\"]')].map(n => n.matches('.hot'))"
+            wait_for("the pointed-at box lit with its results", lambda: driver.execute_script(lit) == [True, True], 30)
 
             driver.get(base + "/people")
             cards = wait_for(
