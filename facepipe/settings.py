@@ -98,7 +98,7 @@ class Settings:
     max_delete_share: float = DEFAULT_MAX_DELETE_SHARE
     """A sync that would erase more than this share of the library (or all of it) stops and asks."""
     renders: int = DEFAULT_RENDERS
-    """Photos the HTTP API decodes and draws at once (FACEPIPE_RENDERS): a 100 MP photo takes ~1 GB while drawn."""
+    """Photos the HTTP API decodes and draws at once (FACEPIPE_RENDERS): a 100 MP PNG takes ~1 GB while drawn."""
     stores: tuple[str, ...] | None = None
     """FACEPIPE_STORES: the vector stores to export to, by registered name (None: all of them)."""
     api_token: str | None = field(default=None, repr=False)

@@ -36,13 +36,13 @@ class InFlight:
         self.real, self.now, self.most, self.calls = real, 0, 0, 0
         self.lock = threading.Lock()
 
-    def __call__(self, data: bytes):
+    def __call__(self, *args, **kwargs):
         with self.lock:
             self.now += 1
             self.calls += 1
             self.most = max(self.most, self.now)
         try:
-            return self.real(data)
+            return self.real(*args, **kwargs)
         finally:
             with self.lock:
                 self.now -= 1
@@ -58,8 +58,8 @@ async def _get_all(app, urls: list[str]) -> list[httpx.Response]:
 def test_photos_are_drawn_a_few_at_a_time(env, monkeypatch, renders):
     big_photo(env.images / "big.jpg")
     monkeypatch.setenv("FACEPIPE_RENDERS", str(renders))
-    spy = InFlight(pictures.load_rgb)
-    monkeypatch.setattr(pictures, "load_rgb", spy)
+    spy = InFlight(pictures.load_rgb_shrunk)
+    monkeypatch.setattr(pictures, "load_rgb_shrunk", spy)
     app = create_app("qdrant", library=Library.open(settings.reload()), render_wait=600)
     try:
         answers = asyncio.run(_get_all(app, ["/api/images/big.jpg?max_side=512"] * 5))
@@ -67,6 +67,36 @@ def test_photos_are_drawn_a_few_at_a_time(env, monkeypatch, renders):
         app.state.store.close()
     assert [r.status_code for r in answers] == [200] * 5, [r.text for r in answers]
     assert spy.calls == 5 and spy.most <= renders, (spy.calls, spy.most)
+
+
+def test_a_big_jpeg_is_drawn_from_a_fraction_of_its_pixels_with_boxes_in_place(tmp_path):
+    """Drawn 512 px wide, a 35 MP JPEG is decoded at 1/8 straight from its DCT, not at full size (its
+    peak memory is the process's own, in a fresh interpreter), and a face box lands where it belongs."""
+    import json
+    import subprocess
+    import sys
+
+    path = big_photo(tmp_path / "big.jpg")
+    box = {"face_id": "f", "top": 1200, "right": 4800, "bottom": 3600, "left": 2400}  # full-size pixels
+    script = (
+        "import io, json, sys; import numpy as np; from PIL import Image\n"
+        "from facepipe.api.drawing import outlined_jpeg; from facepipe.faces.loading import load_rgb_shrunk\n"
+        "from facepipe.processes import peak_rss_bytes\n"
+        "rgb, scale = load_rgb_shrunk(open(sys.argv[1], 'rb').read(), 512)\n"
+        "out = np.asarray(Image.open(io.BytesIO(outlined_jpeg(rgb, [json.loads(sys.argv[2])], set(), 512, scale))))\n"
+        "print(json.dumps({'decoded': rgb.shape[:2], 'scale': scale, 'out': out.shape[:2], "
+        "'row': out[150, 150:190].tolist(), 'peak': peak_rss_bytes()}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(path), json.dumps(box)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["decoded"] == [600, 900] and got["scale"] == 0.125  # 1/8 of 4800x7200
+    assert got["out"] == [341, 512]
+    # The box's left edge lands at x = 2400 * 512/7200 = 171 (rows 85-256): on row 150 the outline's
+    # green (200; the gradient there has ~50) shows at x 168-174 and not at x 150-160.
+    green = [pixel[1] for pixel in got["row"]]  # x = 150 ... 189
+    assert max(green[18:25]) > 150 and max(green[:11]) < 120, green
+    assert got["peak"] < 250 * 2**20, f"peak {got['peak'] / 2**20:.0f} MiB: the full photo alone is 99 MiB"
 
 
 def test_a_full_renderer_answers_503_with_retry_after(env, monkeypatch):

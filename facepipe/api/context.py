@@ -30,7 +30,7 @@ class ApiContext:
     max_upload: int
     searches: threading.BoundedSemaphore  # face extraction is CPU- and memory-heavy: more uploads wait
     renders: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(DEFAULT_RENDERS))
-    """Photos decoded and drawn at once (a 100 MP photo takes ~1 GB while drawn): more wait, then get 503."""
+    """Photos decoded and drawn at once (a 100 MP PNG takes ~1 GB while drawn): more wait, then get 503."""
     render_wait: float = 60.0
     """Seconds a photo request waits for a rendering slot before it answers 503 with Retry-After."""
     sinks: Callable[[], AbstractContextManager[list[PersonIdSink]]] = field(default=lambda: _no_sinks())

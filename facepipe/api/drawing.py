@@ -11,13 +11,17 @@ OUTLINE = (0, 200, 255)
 HIGHLIGHT = (255, 214, 0)
 
 
-def outlined_jpeg(rgb: np.ndarray, faces: list[dict], highlight: set[str], max_side: int) -> bytes:
-    """The photo shrunk to `max_side`, each face (`face_id`, `top`, `right`, `bottom`, `left`) outlined,
-    the `highlight` faces in yellow and thicker."""
+def outlined_jpeg(
+    rgb: np.ndarray, faces: list[dict], highlight: set[str], max_side: int, decoded_scale: float = 1.0
+) -> bytes:
+    """The photo shrunk to `max_side`, each face (`face_id`, `top`, `right`, `bottom`, `left`, in full-size
+    pixels) outlined, the `highlight` faces in yellow and thicker. `decoded_scale`: `rgb`'s size over the
+    full photo's (a JPEG decoded at a fraction of its size)."""
     image = Image.fromarray(rgb)
-    scale = min(1.0, max_side / max(image.size))
-    if scale < 1.0:
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    shrink = min(1.0, max_side / max(image.size))
+    if shrink < 1.0:
+        image = image.resize((round(image.width * shrink), round(image.height * shrink)), Image.Resampling.LANCZOS)
+    scale = shrink * decoded_scale
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 300))
     for face in faces:

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from facepipe.api.context import ApiContext, Context
 from facepipe.api.drawing import outlined_jpeg
 from facepipe.api.statuses import errors
-from facepipe.faces.loading import ImageLoadError, load_rgb
+from facepipe.faces.loading import ImageLoadError, load_rgb_shrunk
 from facepipe.keys import UnsafeKeyError, path_for_key
 from facepipe.objects import BucketImages
 from facepipe.people import People
@@ -74,17 +74,18 @@ def api_image(
     faces = ctx.parquet.read_faces(image_key, ["face_id", "top", "right", "bottom", "left"]).to_pylist()
     with rendering_slot(ctx):
         try:
-            rgb = load_rgb(data)
+            rgb, decoded_scale = load_rgb_shrunk(data, max_side)
         except ImageLoadError as exc:
             raise HTTPException(422, f"{image_key}: {exc}") from None
-        jpeg = outlined_jpeg(rgb, faces if boxes else [], set(face_id or ()), max_side)
+        jpeg = outlined_jpeg(rgb, faces if boxes else [], set(face_id or ()), max_side, decoded_scale)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
 
 @contextlib.contextmanager
 def rendering_slot(ctx: ApiContext) -> Iterator[None]:
-    """One of the FACEPIPE_RENDERS slots: decoding a 100 MP photo takes ~1 GB, so a burst of them waits
-    (up to `render_wait` s) instead of taking the server's memory; past the wait, 503 + Retry-After."""
+    """One of the FACEPIPE_RENDERS slots: decoding a 100 MP PNG takes ~1 GB (a JPEG is decoded at a
+    fraction of its size), so a burst of them waits (up to `render_wait` s) instead of taking the
+    server's memory; past the wait, 503 + Retry-After."""
     if not ctx.renders.acquire(timeout=ctx.render_wait):
         raise HTTPException(503, "busy drawing other photos: try again shortly", headers={"Retry-After": RETRY_RENDER})
     try:

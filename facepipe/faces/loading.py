@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -32,6 +33,27 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     The pixel budget is checked from the header, before any pixel is decoded, so a
     decompression bomb costs nothing. Multi-frame files (GIF, TIFF) use their first frame.
     """
+    return _decode(_open_checked(data, max_pixels))
+
+
+def load_rgb_shrunk(data: bytes, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float]:
+    """For drawing, not for faces: an upright RGB array at least `max_side` on its longest side (or the
+    whole photo, if smaller), and its size over the full photo's.
+
+    A JPEG is decoded straight to 1/2, 1/4 or 1/8 of its size from its DCT (Pillow's draft mode): a
+    96 MP phone photo drawn 1280 px wide takes a few MB and a tenth of the time instead of ~1 GB.
+    """
+    image = _open_checked(data, max_pixels)
+    width = image.size[0]
+    shrink = max_side / max(image.size)
+    if shrink < 1 and image.format == "JPEG":
+        image.draft("RGB", (max(1, math.ceil(image.size[0] * shrink)), max(1, math.ceil(image.size[1] * shrink))))
+    scale = image.size[0] / width
+    return _decode(image), scale
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """The photo opened lazily (no pixel decoded), its size checked against the pixel budget."""
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
     with warnings.catch_warnings():
@@ -42,12 +64,18 @@ def load_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
             raise ImageLoadError("not an image Pillow can identify") from None
         except Exception as exc:
             raise ImageLoadError(f"unreadable image header: {exc}") from None
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageLoadError(
-                f"refused: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
-                f"over the {max_pixels / 1e6:.0f} MP budget (FACEPIPE_MAX_PIXELS)"
-            )
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"refused: {width}x{height} is {width * height / 1e6:.0f} megapixels, "
+            f"over the {max_pixels / 1e6:.0f} MP budget (FACEPIPE_MAX_PIXELS)"
+        )
+    return image
+
+
+def _decode(image: Image.Image) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image.load()
             image = ImageOps.exif_transpose(image)
