@@ -41,7 +41,7 @@ def load_rgb_shrunk(data: bytes, max_side: int, max_pixels: int = DEFAULT_MAX_PI
     whole photo, if smaller), and its size over the full photo's.
 
     A JPEG is decoded straight to 1/2, 1/4 or 1/8 of its size from its DCT (Pillow's draft mode): a
-    96 MP phone photo drawn 1280 px wide takes a few MB and a tenth of the time instead of ~1 GB.
+    35 MP photo drawn 512 px wide took 0.05 s and 129 MB of process memory instead of 0.8 s and 452 MB.
     """
     image = _open_checked(data, max_pixels)
     width = image.size[0]
