@@ -80,16 +80,15 @@ def images_sensor(context: dg.SensorEvaluationContext, library: LibraryResource)
         plan = outcome.plan
         batches = sync.commit(lib, outcome, pending=False)
         runs = [range_request(batch, "new or changed") for batch in batches]
-        if healing is not None and healing.found:
-            healed = sync.healed_batches(lib, outcome)
-            runs += [range_request(batch, "healed") for batch in healed]
-            log_healing(context, healing)
-            context.log.info(
-                f"healing: {len(healing.damaged)} photos extracted again (damaged), {len(healing.repaired)} "
-                f"exported again (repaired); {sum(map(len, healed))} photos in {len(healed)} runs"
-            )
-        elif healing is not None:
-            log_healing(context, healing)  # a store that could not be checked
+        if healing is not None:
+            log_healing(context, healing)  # also a store that could not be checked
+            if healing.found:
+                healed = sync.healed_batches(lib, outcome)
+                runs += [range_request(batch, "healed") for batch in healed]
+                context.log.info(
+                    f"healing: {len(healing.damaged)} photos extracted again (damaged), {len(healing.repaired)} "
+                    f"exported again (repaired); {sum(map(len, healed))} photos in {len(healed)} runs"
+                )
         context.log.info(
             f"{lib.banner()}: {len(plan.new)} new, {len(plan.changed)} changed, {len(plan.deleted)} deleted, "
             f"{plan.unchanged} unchanged in {time.perf_counter() - started:.2f}s; {len(runs)} runs"
