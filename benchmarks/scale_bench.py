@@ -137,11 +137,12 @@ def tick(instance, apply: bool = True) -> tuple[object, float, float]:
 def index(instance, limit: int | None) -> dict:
     """The index_images job over pending photos (all, or the first `limit`), batched like `facepipe index`."""
     from facepipe.defs.build import build_definitions
-    from facepipe.defs.indexer import embedded_postgres_held, run_target
+    from facepipe.defs.indexer import run_target
     from facepipe.defs.instance import QUIET_CONSOLE
     from facepipe.defs.partitions import images_partitions
     from facepipe.library import Library
     from facepipe.partition_ranges import contiguous_batches
+    from facepipe.warmup import embedded_postgres_held
 
     library = Library.open()
     defs = build_definitions(library)

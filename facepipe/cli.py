@@ -12,10 +12,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from facepipe import settings as settings_module
 from facepipe.library import Library, LibraryError
+from facepipe.manifest import SyncPlan
 from facepipe.statedb import StateError
 from facepipe.statefiles import StateFileError
 from facepipe.stores import registry
@@ -47,7 +49,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.images_moved:
         library.move_root(args.folder)
     library.check_root()
-    if not (args.repair or args.confirm_deletions) and _up_to_date(library):
+    diff = library.manifest.diff()
+    if not (args.repair or args.confirm_deletions) and _up_to_date(library, diff):
         library.record()
         images = len(library.manifest.keys())
         if args.json:
@@ -55,11 +58,23 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             print(f"Nothing to do: {images} images unchanged in {time.perf_counter() - started:.1f}s ({library.root}).")
         return 0
-    from facepipe.defs.indexer import run_index
+    from facepipe import warmup
 
     show = (not args.quiet and sys.stderr.isatty()) or args.progress
+    settings_module.export_dagster_home(library.settings)  # here: no thread writes the environment later
+    photos = len(diff.new) + len(diff.changed) + len(library.manifest.pending(library.settings.extract.model_version))
     try:
-        report = run_index(library, show_progress=show, repair=args.repair, confirm_deletions=args.confirm_deletions)
+        with warmup.started(library, photos, partial(_open_dagster, library.settings)) as instance:
+            from facepipe.defs.indexer import run_index  # imported by now, on the Dagster thread
+
+            report = run_index(
+                library,
+                show_progress=show,
+                repair=args.repair,
+                confirm_deletions=args.confirm_deletions,
+                diff=diff,
+                instance=instance,
+            )
     except sync.DeletionsHeld as exc:
         print(f"facepipe: {exc}", file=sys.stderr)
         return 1
@@ -77,13 +92,20 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report.failed_runs or report.people.get("error") else 0
 
 
-def _up_to_date(library: Library) -> bool:
+def _open_dagster(settings: settings_module.Settings):
+    """Import Dagster and open the instance `facepipe index` runs against (on a thread of its own)."""
+    from facepipe.defs.indexer import open_instance
+
+    return open_instance(settings)
+
+
+def _up_to_date(library: Library, diff: SyncPlan) -> bool:
     """Folder, manifest, stores, people and compaction agree, and the Dagster home exists: no Dagster needed."""
     from facepipe import heal, sync
 
     if not (library.settings.dagster_home_path / "dagster.yaml").exists():
         return False
-    if sync.nothing_to_do(library) is None or library.people.is_stale() or library.compactor.is_stale():
+    if sync.nothing_to_do(library, diff) is None or library.people.is_stale() or library.compactor.is_stale():
         return False
     with library:  # one count per store and a stat per Parquet file: a lost store or file is healed now
         return heal.looks_whole(library)

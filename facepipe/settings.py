@@ -183,10 +183,20 @@ def reload() -> Settings:
     return _current
 
 
+DAGSTER_EVENT_BATCH_SIZE = 1000
+"""Events Dagster may buffer before writing a batch (a run's planned events, a step's materializations);
+facepipe's event log storage writes a batch in one transaction (facepipe/defs/storage.py)."""
+
+
 def export_dagster_home(settings: Settings) -> Path:
-    """Dagster finds its instance through DAGSTER_HOME only: point it where the settings say."""
+    """Dagster finds its instance through DAGSTER_HOME only: point it where the settings say.
+
+    Also sets Dagster's event batching unless the user did. Called on the main thread before Dagster
+    loads on another (`facepipe index`): the environment is then only read while processes start."""
     home = settings.dagster_home_path
-    os.environ["DAGSTER_HOME"] = str(home)
+    if os.environ.get("DAGSTER_HOME") != str(home):
+        os.environ["DAGSTER_HOME"] = str(home)
+    export_default("DAGSTER_EVENT_BATCH_SIZE", str(DAGSTER_EVENT_BATCH_SIZE))
     return home
 
 

@@ -104,10 +104,11 @@ def healed_batches(library: Library, outcome: SyncOutcome) -> list[list[str]]:
     return batches(library, outcome, pending_keys(library) - set(outcome.plan.to_run))
 
 
-def nothing_to_do(library: Library) -> SyncPlan | None:
-    """The diff when the folder, the manifest and every store agree (no Dagster needed), else None."""
+def nothing_to_do(library: Library, diff: SyncPlan | None = None) -> SyncPlan | None:
+    """The diff (`diff`, or one made now) when the folder, the manifest and every store agree (no
+    Dagster needed), else None."""
     library.check_root()
-    diff = library.manifest.diff()
+    diff = diff if diff is not None else library.manifest.diff()
     if diff or library.manifest.pending(library.settings.extract.model_version):
         return None
     if library.manifest.unfinished_forgets():

@@ -13,6 +13,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+import facepipe.defs.metadata
 from facepipe import manifest as manifest_module
 from facepipe.defs.partitions import images_partitions
 from facepipe.defs.sensors import STORE_CHECK_SECONDS, images_sensor
@@ -122,9 +123,16 @@ def test_single_partition_materialize_writes_records_and_metadata(env, instance)
     assert status[0]["status"] == "ok" and status[0]["faces"] == 2 and status[0]["width"] > 0
 
 
-def test_multi_partition_run_covers_the_range_with_both_cores(env, instance, monkeypatch):
+@pytest.mark.parametrize("metadata_path", ["one step", "public call per partition"])
+def test_multi_partition_run_covers_the_range_with_both_cores(env, instance, monkeypatch, metadata_path):
     monkeypatch.setenv("FACEPIPE_WORKERS", "2")  # exercise the process pool
-    photos = sorted((KNN / "train").glob("*/*.jpg"))
+    if metadata_path != "one step":  # as on a Dagster whose step context lacks the accumulator
+
+        class Elsewhere:
+            pass
+
+        monkeypatch.setattr(facepipe.defs.metadata, "OutputMetadataAccumulator", Elsewhere)
+    photos = [*sorted((KNN / "train").glob("*/*.jpg")), FR / "examples/two_people.jpg"]
     for photo in photos:
         env.add(photo, f"{photo.parent.name}/{photo.name}")
     first = tick(instance, env)
@@ -137,6 +145,14 @@ def test_multi_partition_run_covers_the_range_with_both_cores(env, instance, mon
     assert materialized(instance) == set(instance.get_dynamic_partitions(images_partitions.name))
     images = env.parquet.images().to_pylist()
     assert len(images) == len(photos) and all(row["status"] == "ok" for row in images)
+    # Each partition's materialization carries its own photo's numbers, on every asset.
+    faces = {row["image_key"]: row["faces"] for row in images}
+    assert len(set(faces.values())) > 1, "photos with different face counts, so a mix-up would show"
+    for event in (e for e in events if e.asset_key.to_user_string() in ("faces", "qdrant_faces", "pgvector_faces")):
+        metadata, partition = event.materialization.metadata, event.materialization.partition
+        assert metadata["faces"].value == faces[partition], (event.asset_key, partition)
+        if event.asset_key == dg.AssetKey("faces"):
+            assert metadata["status"].value == "ok" and metadata["parquet"].value.endswith(f"{partition}.parquet")
 
 
 def test_code_version_follows_detection_settings(env, monkeypatch):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from facepipe.defs.metadata import add_partition_metadata
 from facepipe.defs.partitions import images_partitions
 from facepipe.defs.resources import LibraryResource
 from facepipe.exports import export_images
@@ -116,9 +117,11 @@ def build_index_photos(settings: Settings) -> dg.AssetsDefinition:
             summary = index_batch(lib, keys, force=config.force)
             for key, reason in summary.errors:
                 context.log.warning(f"{key}: {reason}")
-            for photo in summary.photos:
-                path = str(lib.parquet.faces_path(photo.image_key))
-                context.add_asset_metadata(photo_metadata(path, photo), asset_key=FACES, partition_key=photo.image_key)
+            add_partition_metadata(
+                context,
+                FACES,
+                {p.image_key: photo_metadata(str(lib.parquet.faces_path(p.image_key)), p) for p in summary.photos},
+            )
             context.log.info(
                 f"{summary.images} photos extracted ({summary.skipped} unchanged), {summary.faces} faces, "
                 f"{len(summary.errors)} errors in {summary.seconds:.1f}s"
@@ -131,8 +134,7 @@ def build_index_photos(settings: Settings) -> dg.AssetsDefinition:
                 except StoreError as exc:
                     failures.append(f"{spec.asset_name}: {exc}")
                     continue
-                for key, count in counts.items():
-                    context.add_asset_metadata({"faces": count}, asset_key=spec.asset_name, partition_key=key)
+                add_partition_metadata(context, spec.asset_name, {key: {"faces": n} for key, n in counts.items()})
                 context.log.info(f"{spec.asset_name}: {sum(counts.values())} faces of {len(counts)} photos")
                 yield dg.MaterializeResult(asset_key=spec.asset_name)
             if failures:

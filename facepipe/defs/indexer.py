@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -31,6 +29,8 @@ from facepipe.defs.people import INDEX_JOB, refresh_people
 from facepipe.library import Library
 from facepipe.manifest import SyncPlan
 from facepipe.partition_ranges import contiguous_batches, range_tags
+from facepipe.settings import Settings
+from facepipe.warmup import embedded_postgres_held
 
 
 @dataclass
@@ -75,17 +75,26 @@ def drop_forgotten_partitions(library: Library, instance: dg.DagsterInstance) ->
         drop_partitions(instance, sorted(gone), partition_assets())
 
 
+def open_instance(settings: Settings) -> dg.DagsterInstance:
+    """The Dagster home made or brought up to date, and its instance (which imports Dagster's storage:
+    most of the cost). Safe on a thread of its own once `export_dagster_home` ran on the main one."""
+    ensure_dagster_home(settings)
+    return dg.DagsterInstance.get()
+
+
 def run_index(
     library: Library,
     show_progress: bool = True,
     repair: bool = False,
     confirm_deletions: bool = False,
     diff: SyncPlan | None = None,
+    instance: dg.DagsterInstance | None = None,
 ) -> IndexReport:
-    """Everything `facepipe index` does after the no-Dagster fast path found work (raises LibraryError)."""
+    """Everything `facepipe index` does after the no-Dagster fast path found work (raises LibraryError).
+
+    `instance`: one `open_instance` made already (the CLI opens it while the workers start)."""
     started = time.perf_counter()
-    ensure_dagster_home(library.settings)
-    instance = dg.DagsterInstance.get()
+    instance = instance or open_instance(library.settings)
     library.parquet.sweep_temp_files()
     outcome = sync.plan(
         library, instance.get_dynamic_partitions(images_partitions.name), confirmed=confirm_deletions, diff=diff
@@ -155,30 +164,6 @@ def run_index(
     heal.check_parquet(library)  # read the footers of what this run wrote now, not in the next fast path
     report.seconds = time.perf_counter() - started
     return report
-
-
-@contextmanager
-def embedded_postgres_held(library: Library, active: bool) -> Iterator[None]:
-    """Keep the embedded Postgres up from the first run to the last.
-
-    Each run closes its pool at the end, and the last pool of the last process stops the server:
-    without this, every batch would start and stop it again (0.5 s a run).
-    """
-    if not active or library.settings.pg_dsn:
-        yield
-        return
-    from facepipe.stores.embedded_pg import embedded_postgres
-
-    server = embedded_postgres(library.data / "postgres", library.settings.pg_shared_buffers)
-
-    def nothing_to_close() -> None:
-        pass
-
-    server.attach(nothing_to_close)
-    try:
-        yield
-    finally:
-        server.detach(nothing_to_close)
 
 
 def failure(result: dg.ExecuteInProcessResult) -> str:

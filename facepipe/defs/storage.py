@@ -62,10 +62,7 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 
-from facepipe.settings import current, export_default
-
-EVENT_BATCH_SIZE = 1000
-"""Events Dagster may buffer before writing a batch (a run's planned events, a step's materializations)."""
+from facepipe.settings import DAGSTER_EVENT_BATCH_SIZE, current, export_default
 
 OPEN_RUN_DATABASES = 8
 """Run databases whose connection stays open; older ones are closed (and checkpointed)."""
@@ -225,7 +222,7 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
         check_dagster_internals()
-        export_default("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
+        export_default("DAGSTER_EVENT_BATCH_SIZE", str(DAGSTER_EVENT_BATCH_SIZE))
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._engines_lock = threading.Lock()

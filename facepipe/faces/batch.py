@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
-from facepipe.faces.extract import ExtractSettings, extract_faces
+from facepipe.faces.extract import ExtractSettings, extract_faces, warm_up
 from facepipe.faces.records import ImageRecord
 from facepipe.keys import printable
 
@@ -177,6 +177,30 @@ def _largest_first(jobs: Sequence[Job]) -> list[Job]:
     return sorted(jobs, key=size, reverse=True)
 
 
+def _in_a_worker(settings: ExtractSettings) -> ExtractSettings:
+    """One onnxruntime thread per worker process too: the pool already keeps every core busy."""
+    return replace(settings, engines=replace(settings.engines, threads=1))
+
+
+def warm_pool(settings: ExtractSettings, workers: int | None = None) -> None:
+    """Start the shared pool's workers and load their models now, without waiting for them.
+
+    `facepipe index` calls this while Dagster loads, so the first photos of its run find the workers
+    ready (each spends ~0.5-1 s of a core starting and loading the networks). The workers are the
+    ones `extract_many` uses next with the same worker count (or shut down after POOL_IDLE_SECONDS)."""
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1:
+        return
+    pool, shared = _shared.acquire(workers)
+    try:
+        for _ in range(workers):  # the pool starts a process per task while none is idle
+            pool.submit(warm_up, _in_a_worker(settings))
+    except BrokenProcessPool:
+        _shared.release(pool, shared, broken=True)
+        return
+    _shared.release(pool, shared)
+
+
 def extract_many(
     jobs: Sequence[Job],
     settings: ExtractSettings,
@@ -188,8 +212,7 @@ def extract_many(
         for key, path in jobs:
             yield _safe(key, path, settings)
         return
-    # One onnxruntime thread per worker process too: the pool already keeps every core busy.
-    settings = replace(settings, engines=replace(settings.engines, threads=1))
+    settings = _in_a_worker(settings)
     pool, shared = _shared.acquire(workers)  # sized by the setting, not the batch, so every batch can reuse it
     broken = False
     futures: dict[Future, str] = {}

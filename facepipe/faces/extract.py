@@ -58,6 +58,16 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def warm_up(settings: ExtractSettings) -> None:
+    """Load the networks these settings use, by running them once on a blank image (a worker started
+    ahead of its first photo, so that photo does not pay for the models)."""
+    import numpy as np
+
+    blank = np.zeros((64, 64, 3), dtype=np.uint8)
+    detect(blank, settings.detect, settings.engines)
+    embed(blank, [(8, 56, 56, 8)], settings.num_jitters, settings.engines)
+
+
 def extract_faces(data: bytes, image_key: str, settings: ExtractSettings | None = None) -> ImageRecord:
     """Every face in the photo, or an `error` record saying why there could be none."""
     settings = settings or ExtractSettings()

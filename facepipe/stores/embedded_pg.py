@@ -70,6 +70,11 @@ START_PATIENCE = 120.0
 machine whose cores are busy, and a crashed postmaster's leftovers need a moment to clear."""
 
 
+def preload() -> None:
+    """Import the package now (`facepipe index` does, before another thread starts importing Dagster)."""
+    _package()
+
+
 def _package() -> ModuleType:
     # platformdirs warns at import when XDG_RUNTIME_DIR is unset (containers): noise, not a problem.
     with warnings.catch_warnings():

@@ -1,0 +1,96 @@
+"""Starting what `facepipe index` needs while Dagster loads on another thread.
+
+Importing Dagster and opening its instance cost about a second of one core, nearly all of it Python
+imports (the thread holds the GIL). Starting the embedded Postgres and the extraction workers costs
+about as long again, but in other processes: this process only waits. One after the other, as
+before, they added up; side by side, the longer hides the shorter. Both are warm-ups only: a failure
+here is left for the run to meet and report, as it would have without them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import ExitStack, contextmanager, suppress
+from typing import TypeVar
+
+from facepipe.library import Library
+
+T = TypeVar("T")
+
+
+def in_background(work: Callable[[], T], name: str) -> Future[T]:
+    """Run `work` on a daemon thread; the future holds its result or its exception."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as exc:  # handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+def uses_embedded_postgres(library: Library) -> bool:
+    """pgvector is one of the stores, with no server named (the people and manifest state then stay
+    in SQLite files: only the store needs the embedded server)."""
+    return not library.settings.pg_dsn and "pgvector" in library.store_names
+
+
+@contextmanager
+def embedded_postgres_held(library: Library, active: bool = True) -> Iterator[None]:
+    """Keep the embedded Postgres up (started now if it is not) until the block ends.
+
+    Each run closes its pool at the end, and the last pool of the last process stops the server:
+    without this, every batch of `facepipe index` would start and stop it again (0.5 s a run).
+    """
+    if not active or not uses_embedded_postgres(library):
+        yield
+        return
+    from facepipe.stores.embedded_pg import embedded_postgres
+
+    server = embedded_postgres(library.data / "postgres", library.settings.pg_shared_buffers)
+
+    def nothing_to_close() -> None:
+        pass
+
+    server.attach(nothing_to_close)
+    try:
+        yield
+    finally:
+        server.detach(nothing_to_close)
+
+
+def wait(future: Future[T]) -> T:
+    """The background work's result, once it is done (the time spent here is what it costs the caller)."""
+    return future.result()
+
+
+@contextmanager
+def started(library: Library, photos: int, open_dagster: Callable[[], T]) -> Iterator[T]:
+    """`open_dagster()`'s result, made on another thread while this one starts the extraction workers
+    (when `photos` will use them) and the embedded Postgres; both stay up until the block ends.
+
+    The order keeps the two threads from importing at the same time: the workers are spawned and the
+    Postgres package imported before the Dagster thread starts, and starting Postgres only waits on
+    other processes."""
+    with ExitStack() as stack:
+        workers = library.settings.worker_count
+        if photos >= 2 and workers >= 2:  # a single photo is extracted in this process
+            from facepipe.faces.batch import warm_pool
+
+            with suppress(Exception):  # the run starts its own pool and reports what fails
+                warm_pool(library.settings.extract, workers)
+        embedded = uses_embedded_postgres(library)
+        if embedded:
+            from facepipe.stores.embedded_pg import preload
+
+            preload()
+        dagster = in_background(open_dagster, "facepipe-dagster")
+        if embedded:
+            with suppress(Exception):  # the export step meets the same error and reports it
+                stack.enter_context(embedded_postgres_held(library))
+        yield wait(dagster)
