@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import extract_bench as eb  # the photo sets, env and load measurement of the main benchmark
 
 PARTS = (
+    "waiting for Dagster to load (import, home, instance) beside the warm-up",
     "Dagster home: dagster.yaml, storage created or migrated",
     "import dagster + facepipe.defs",
     "runs (execute_in_process)",
@@ -78,7 +79,7 @@ def main() -> int:
                 results[name][side].append(run)
                 print(
                     f"{name} {side} #{i}: wall {run['wall']:.2f} s, Dagster {run['dagster']:.2f} s "
-                    f"({run['dagster'] / run['wall']:.1%}), home {run.get(PARTS[0], 0):.2f} s, "
+                    f"({run['dagster'] / run['wall']:.1%}), home {run.get(PARTS[1], 0):.2f} s, "
                     f"other load {run['other']:.2f}",
                     flush=True,
                 )

@@ -87,7 +87,7 @@ def _patch(owner, attribute: str, kind: str, name: str) -> None:
 
 def install() -> None:
     """Wrap the work functions before anything binds them by name (facepipe.defs imports them later)."""
-    from facepipe import cli, exports, indexing, library, manifest, sync, warmup
+    from facepipe import cli, exports, indexing, library, manifest, sync
     from facepipe.compaction import Compactor
     from facepipe.people.library import People
     from facepipe.stores import embedded_pg
@@ -111,7 +111,12 @@ def install() -> None:
     _patch(ParquetStore, "sweep_temp_files", "facepipe", "folder sync (plan, commit, up-to-date check)")
     _patch(manifest.Manifest, "keys", "facepipe", "folder sync (plan, commit, up-to-date check)")
 
-    _patch(warmup, "wait", "dagster", "waiting for Dagster to load (import, home, instance) beside the warm-up")
+    try:  # index_ab.py runs this file against older revisions too, which load Dagster on the main thread
+        from facepipe import warmup
+    except ImportError:
+        pass
+    else:
+        _patch(warmup, "wait", "dagster", "waiting for Dagster to load (import, home, instance) beside the warm-up")
     original_import = builtins.__import__
 
     def timed_import(name, *args, **kwargs):

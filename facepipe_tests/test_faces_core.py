@@ -125,3 +125,33 @@ def test_unreadable_bytes_give_error_records(data, reason):
         data = whole[: data if isinstance(data, int) else int(len(whole) * data)]
     record = extract_faces(data, "bad.jpg", HOG)
     assert record.status == "error" and reason in record.reason.lower() and record.faces == []
+
+
+def test_warm_up_loads_the_networks_the_photos_will_use():
+    from facepipe.faces import models, yunet
+    from facepipe.faces.extract import warm_up
+
+    settings = ExtractSettings()
+    for loader in (models.fast_encoder, models.landmarks_5pt, yunet._yuface):
+        loader.cache_clear()
+    warm_up(settings)
+    assert models.fast_encoder.cache_info().currsize == 1
+    assert models.landmarks_5pt.cache_info().currsize == 1
+    assert yunet._yuface.cache_info().currsize == 1
+    # The photo after it loads nothing more: the same encoder is found in the cache.
+    record = extract_faces((FR / "examples/obama.jpg").read_bytes(), "obama.jpg", settings)
+    assert record.face_count == 1 and models.fast_encoder.cache_info().hits >= 1
+
+
+def test_a_warmed_pool_is_the_one_the_next_batch_extracts_with():
+    from facepipe.faces import batch
+
+    settings = ExtractSettings()
+    batch.warm_pool(settings, 2)
+    warmed = batch._shared._pool
+    assert warmed is not None
+    photos = [FR / "examples/obama.jpg", FR / "examples/biden.jpg"]
+    records = list(batch.extract_many([(p.name, p) for p in photos], settings, 2))
+    assert sorted(r.image_key for r in records) == ["biden.jpg", "obama.jpg"]
+    assert all(r.ok and r.face_count == 1 for r in records)
+    assert batch._shared._pool is warmed, "the batch started no second pool"

@@ -43,3 +43,22 @@ def test_index_with_pgvector_only_never_touches_qdrant(env, monkeypatch: pytest.
     monkeypatch.setenv("FACEPIPE_STORES", "qdrant-typo")
     assert main(["status"]) == 2
     assert "FACEPIPE_STORES names unknown store" in capsys.readouterr().err
+
+
+def test_index_with_qdrant_only_never_starts_the_embedded_postgres(
+    env, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`facepipe index` starts the embedded Postgres early (beside Dagster's loading) only when pgvector
+    is a store: with Qdrant alone no server is started and no Postgres folder made."""
+    monkeypatch.setenv("FACEPIPE_STORES", "qdrant")
+    monkeypatch.setenv("FACEPIPE_DETECTOR", "hog")
+    monkeypatch.setenv("FACEPIPE_WORKERS", "2")  # the worker pool is warmed too
+    for photo in sorted((KNN / "train" / "obama").iterdir())[:2]:
+        env.add(photo)
+    assert main(["index", "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["processed"] == 2 and report["faces"] >= 2 and not report["failed_runs"]
+    assert main(["status", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "pgvector" not in doc and doc["qdrant"]["faces"] == doc["parquet"]["faces"] == report["faces"]
+    assert not (env.data / "postgres").exists()
