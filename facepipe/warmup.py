@@ -3,8 +3,9 @@
 Importing Dagster and opening its instance cost about a second of one core, nearly all of it Python
 imports (the thread holds the GIL). Starting the embedded Postgres and the extraction workers costs
 about as long again, but in other processes: this process only waits. One after the other, as
-before, they added up; side by side, the longer hides the shorter. Both are warm-ups only: a failure
-here is left for the run to meet and report, as it would have without them.
+before, they added up; side by side, the longer hides the shorter. A worker pool that fails to start
+is left for the run to meet and report; an embedded Postgres that will not start stops the index with
+its reason, as before (it was started right after Dagster then).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def embedded_postgres_held(library: Library, active: bool = True) -> Iterator[No
 
     Each run closes its pool at the end, and the last pool of the last process stops the server:
     without this, every batch of `facepipe index` would start and stop it again (0.5 s a run).
+    A server that will not start (after `embedded_pg.START_PATIENCE`) raises StoreError with the reason,
+    before any run: retrying it in every export step would take minutes to say the same.
     """
     if not active or not uses_embedded_postgres(library):
         yield
@@ -72,7 +75,8 @@ def wait(future: Future[T]) -> T:
 @contextmanager
 def started(library: Library, photos: int, open_dagster: Callable[[], T]) -> Iterator[T]:
     """`open_dagster()`'s result, made on another thread while this one starts the extraction workers
-    (when `photos` will use them) and the embedded Postgres; both stay up until the block ends.
+    (when `photos` will use them) and the embedded Postgres; both stay up until the block ends. A
+    Postgres that will not start raises here, as it did when the index started it after Dagster.
 
     The order keeps the two threads from importing at the same time: the workers are spawned and the
     Postgres package imported before the Dagster thread starts, and starting Postgres only waits on
@@ -91,6 +95,5 @@ def started(library: Library, photos: int, open_dagster: Callable[[], T]) -> Ite
             preload()
         dagster = in_background(open_dagster, "facepipe-dagster")
         if embedded:
-            with suppress(Exception):  # the export step meets the same error and reports it
-                stack.enter_context(embedded_postgres_held(library))
+            stack.enter_context(embedded_postgres_held(library))
         yield wait(dagster)

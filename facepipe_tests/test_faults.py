@@ -160,3 +160,28 @@ with dg.DagsterInstance.get() as instance:
     )
     assert result.success
 """
+
+
+def test_an_embedded_postgres_that_cannot_start_stops_the_index_with_its_reason(env, capsys, monkeypatch):
+    """`facepipe index` starts the embedded Postgres early, beside Dagster's loading, on another thread.
+    A server that will not start (injected: a real one cannot be made to fail on demand) stops the index
+    with one line naming it, as before, rather than an error from the other thread; nothing is lost,
+    and once it starts the next index does everything."""
+    from facepipe.stores import embedded_pg
+    from facepipe.stores.base import StoreError
+
+    def refuse(self, patience: float = 0.0) -> None:
+        raise StoreError("could not start the embedded Postgres (injected fault)")
+
+    monkeypatch.setenv("FACEPIPE_WORKERS", "2")
+    for name in ("obama", "biden"):
+        env.add(KNN / f"train/{name}/{name}.jpg", f"{name}.jpg")
+    with monkeypatch.context() as fault:
+        fault.setattr(embedded_pg.EmbeddedPostgres, "_start", refuse)
+        assert main(["index", "--json", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "injected fault" in captured.err and "Traceback" not in captured.err
+    report = index(capsys)
+    assert report["processed"] == 2 and report["faces"] == 2 and report["failed_runs"] == [], report
+    doc = status(capsys)
+    assert doc["parquet"]["faces"] == doc["qdrant"]["faces"] == doc["pgvector"]["faces"] == 2
