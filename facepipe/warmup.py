@@ -1,6 +1,6 @@
 """Starting what `facepipe index` needs while Dagster loads on another thread.
 
-Importing Dagster and opening its instance cost about a second of one core, nearly all of it Python
+Importing Dagster and opening its instance cost 1-2.5 s of one core (BENCHMARKS.md), nearly all Python
 imports (the thread holds the GIL). Starting the embedded Postgres and the extraction workers costs
 about as long again, but in other processes: this process only waits. One after the other, as
 before, they added up; side by side, the longer hides the shorter. A worker pool that fails to start
