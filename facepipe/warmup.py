@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 from facepipe.library import Library
@@ -81,19 +81,16 @@ def started(library: Library, photos: int, open_dagster: Callable[[], T]) -> Ite
     The order keeps the two threads from importing at the same time: the workers are spawned and the
     Postgres package imported before the Dagster thread starts, and starting Postgres only waits on
     other processes."""
-    with ExitStack() as stack:
-        workers = library.settings.worker_count
-        if photos >= 2 and workers >= 2:  # a single photo is extracted in this process
-            from facepipe.faces.batch import warm_pool
+    workers = library.settings.worker_count
+    if photos >= 2 and workers >= 2:  # a single photo is extracted in this process
+        from facepipe.faces.batch import warm_pool
 
-            with suppress(Exception):  # the run starts its own pool and reports what fails
-                warm_pool(library.settings.extract, workers)
-        embedded = uses_embedded_postgres(library)
-        if embedded:
-            from facepipe.stores.embedded_pg import preload
+        with suppress(Exception):  # the run starts its own pool and reports what fails
+            warm_pool(library.settings.extract, workers)
+    if uses_embedded_postgres(library):
+        from facepipe.stores.embedded_pg import preload
 
-            preload()
-        dagster = in_background(open_dagster, "facepipe-dagster")
-        if embedded:
-            stack.enter_context(embedded_postgres_held(library))
+        preload()
+    dagster = in_background(open_dagster, "facepipe-dagster")
+    with embedded_postgres_held(library):
         yield wait(dagster)
