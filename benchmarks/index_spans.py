@@ -36,6 +36,7 @@ nested: dict[str, float] = {}  # facepipe work inside other facepipe work (alrea
 calls: dict[str, int] = {}
 dagster: dict[str, float] = {}  # Dagster spans minus the facepipe work inside them
 background: dict[str, float] = {}  # spans on other threads (Dagster loading beside facepipe's warm-up)
+background_cpu: dict[str, float] = {}  # the CPU time of those spans (their thread's)
 _frames = threading.local()  # per thread: [kind, name, started, facepipe seconds inside]
 marks: dict[str, float] = {}
 IMPORT = "import dagster + facepipe.defs"
@@ -51,11 +52,12 @@ def _span(kind: str, name: str, fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 background[name] = background.get(name, 0.0) + time.perf_counter() - started
+                background_cpu[name] = background_cpu.get(name, 0.0) + time.thread_time() - cpu
         _stack = _thread_stack()
         in_facepipe = any(frame[0] == "facepipe" for frame in _stack)
         frame = [kind, name, time.perf_counter(), 0.0]
@@ -87,7 +89,7 @@ def _patch(owner, attribute: str, kind: str, name: str) -> None:
 
 def install() -> None:
     """Wrap the work functions before anything binds them by name (facepipe.defs imports them later)."""
-    from facepipe import cli, exports, indexing, library, manifest, sync
+    from facepipe import cli, exports, heal, indexing, library, manifest, sync
     from facepipe.compaction import Compactor
     from facepipe.people.library import People
     from facepipe.stores import embedded_pg
@@ -110,27 +112,59 @@ def install() -> None:
     _patch(People, "list", "facepipe", "people count")
     _patch(ParquetStore, "sweep_temp_files", "facepipe", "folder sync (plan, commit, up-to-date check)")
     _patch(manifest.Manifest, "keys", "facepipe", "folder sync (plan, commit, up-to-date check)")
+    _patch(heal, "heal", "facepipe", "healing check (Parquet footers, store counts)")
+    _patch(heal, "check_parquet", "facepipe", "healing check (Parquet footers, store counts)")
 
     try:  # index_ab.py runs this file against older revisions too, which load Dagster on the main thread
         from facepipe import warmup
     except ImportError:
         pass
     else:
-        _patch(warmup, "wait", "dagster", "waiting for Dagster to load (import, home, instance) beside the warm-up")
+        warmup.wait = _wait_for_dagster(warmup.wait)
     original_import = builtins.__import__
 
     def timed_import(name, *args, **kwargs):
         if name == "facepipe.defs.indexer" and name not in sys.modules:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return original_import(name, *args, **kwargs)
             finally:
                 on_main = threading.current_thread() is threading.main_thread()
                 (dagster if on_main else background)[IMPORT] = time.perf_counter() - started
+                if not on_main:
+                    background_cpu[IMPORT] = time.thread_time() - cpu
                 _wrap_dagster()
         return original_import(name, *args, **kwargs)
 
     builtins.__import__ = timed_import
+
+
+WAIT = "waiting for Dagster to load (import, home, instance) beside the warm-up"
+EARLY = "extraction of the first photos while Dagster loads (extract_early)"
+
+
+def _wait_for_dagster(fn):
+    """The main thread's wait for the Dagster thread is Dagster's, less the part of it during which
+    every worker was still extracting photos the run takes next (facepipe.faces.batch.extract_early):
+    that part the index would have spent extracting anyway, Dagster or not. Older revisions, which
+    start no photos early, count the whole wait."""
+    from facepipe.faces import batch
+
+    busy_until = getattr(batch, "early_busy_until", lambda: 0.0)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            ended = time.perf_counter()
+            busy = busy_until()
+            hidden = ended - started if busy is None else min(max(busy, started), ended) - started
+            outer[EARLY] = outer.get(EARLY, 0.0) + hidden
+            dagster[WAIT] = dagster.get(WAIT, 0.0) + ended - started - hidden
+
+    return wrapper
 
 
 def _wrap_dagster() -> None:
@@ -162,6 +196,7 @@ def main() -> int:
     def write() -> None:
         marks["until_exit"] = time.time() - started
         doc = {"outer": outer, "nested": nested, "dagster": dagster, "background": background, "calls": calls}
+        doc["background_cpu"] = background_cpu
         doc["marks"] = marks
         out.write_text(json.dumps(doc))
 

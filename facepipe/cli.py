@@ -62,9 +62,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     show = (not args.quiet and sys.stderr.isatty()) or args.progress
     settings_module.export_dagster_home(library.settings)  # here: no thread writes the environment later
-    photos = len(diff.new) + len(diff.changed) + len(library.manifest.pending(library.settings.extract.model_version))
+    first = warmup.first_photos(library, diff)  # extracted while Dagster loads
     try:
-        with warmup.started(library, photos, partial(_open_dagster, library.settings)) as instance:
+        with warmup.started(library, first, partial(_open_dagster, library.settings)) as instance:
             from facepipe.defs.indexer import run_index  # imported by now, on the Dagster thread
 
             report = run_index(

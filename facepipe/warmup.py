@@ -3,20 +3,24 @@
 Importing Dagster and opening its instance cost 1-2.5 s of one core (BENCHMARKS.md), nearly all Python
 imports (the thread holds the GIL). Starting the embedded Postgres and the extraction workers costs
 about as long again, but in other processes: this process only waits. One after the other, as
-before, they added up; side by side, the longer hides the shorter. A worker pool that fails to start
-is left for the run to meet and report; an embedded Postgres that will not start stops the index with
-its reason, as before (it was started right after Dagster then).
+before, they added up; side by side, the longer hides the shorter. The workers also begin on the
+first run's photos at once, so the cores extract while Dagster loads instead of idling; the run's
+`faces` step takes those records as if it had queued the photos itself. A worker pool that fails to
+start is left for the run to meet and report; an embedded Postgres that will not start stops the
+index with its reason, as before (it was started right after Dagster then).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TypeVar
 
 from facepipe.library import Library
+from facepipe.manifest import SyncPlan
 
 T = TypeVar("T")
 
@@ -72,25 +76,41 @@ def wait(future: Future[T]) -> T:
     return future.result()
 
 
+def first_photos(library: Library, diff: SyncPlan) -> list[str]:
+    """The photos the index's first run will extract, as far as is known before Dagster is loaded:
+    new, changed or never indexed with these settings, in key order, at most a run's worth. A guess
+    that misses only costs their early start (`faces.batch.extract_early`)."""
+    todo = set(diff.to_run) | set(library.manifest.pending(library.settings.extract.model_version))
+    todo -= library.manifest.forgotten_among(todo)
+    return sorted(todo)[: library.settings.batch]
+
+
 @contextmanager
-def started(library: Library, photos: int, open_dagster: Callable[[], T]) -> Iterator[T]:
+def started(library: Library, photos: Sequence[str], open_dagster: Callable[[], T]) -> Iterator[T]:
     """`open_dagster()`'s result, made on another thread while this one starts the extraction workers
-    (when `photos` will use them) and the embedded Postgres; both stay up until the block ends. A
-    Postgres that will not start raises here, as it did when the index started it after Dagster.
+    on `photos` (when there are two or more) and the embedded Postgres; both stay up until the block
+    ends, and the photos' records wait in the pool for the run that asks for them. A Postgres that
+    will not start raises here, as it did when the index started it after Dagster.
 
     The order keeps the two threads from importing at the same time: the workers are spawned and the
     Postgres package imported before the Dagster thread starts, and starting Postgres only waits on
     other processes."""
+    from facepipe.faces import batch
+
     workers = library.settings.worker_count
-    if photos >= 2 and workers >= 2:  # a single photo is extracted in this process
-        from facepipe.faces.batch import warm_pool
+    if len(photos) >= 2 and workers >= 2 and isinstance(library.root, Path):  # one photo: in this process
+        from facepipe.indexing import jobs_for
 
         with suppress(Exception):  # the run starts its own pool and reports what fails
-            warm_pool(library.settings.extract, workers)
+            batch.warm_pool(library.settings.extract, workers)
+            batch.extract_early(jobs_for(photos, library.root), library.settings.extract, workers)
     if uses_embedded_postgres(library):
         from facepipe.stores.embedded_pg import preload
 
         preload()
-    dagster = in_background(open_dagster, "facepipe-dagster")
-    with embedded_postgres_held(library):
-        yield wait(dagster)
+    try:
+        dagster = in_background(open_dagster, "facepipe-dagster")
+        with embedded_postgres_held(library):
+            yield wait(dagster)
+    finally:
+        batch.drop_early()

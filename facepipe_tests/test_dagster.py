@@ -275,3 +275,40 @@ def test_sensor_heals_nothing_and_deletes_nothing_while_a_run_is_in_flight(env, 
     assert launch(instance, env, healed.run_requests[0]).success
     assert faces_file.exists()
     assert_stores_hold(env, ids)
+
+
+def test_cli_index_takes_photos_started_early_and_writes_what_a_sensor_run_writes(
+    env, instance, monkeypatch, tmp_path, capsys
+):
+    """`facepipe index` starts the first photos on the workers while Dagster loads; its run's faces step
+    takes those records. With the shipped detector and two workers, the faces it writes are the
+    ones a sensor-launched run (nothing started early) writes from the same folder."""
+    from facepipe import settings
+    from facepipe.cli import main
+    from facepipe.defs.instance import ensure_dagster_home
+    from facepipe.faces import batch
+    from facepipe.stores.parquet import ParquetStore
+
+    monkeypatch.setenv("FACEPIPE_WORKERS", "2")
+    monkeypatch.setenv("FACEPIPE_DETECTOR", "yunet")
+    for photo in [*sorted((KNN / "train").glob("*/*.jp*g"))[:4], FR / "examples/two_people.jpg"]:
+        env.add(photo, f"{photo.parent.name}/{photo.name}")
+    taken: list[int] = []
+    real_take = batch._Early.take
+    monkeypatch.setattr(batch._Early, "take", lambda self, *a: taken.append(len(out := real_take(self, *a))) or out)
+
+    assert launch(instance, env, tick(instance, env).run_requests[0]).success
+    assert sum(taken) == 0
+    by_sensor = env.parquet.faces(["face_id", "image_key", "top", "right", "bottom", "left", "embedding"])
+
+    data, home = tmp_path / "cli-data", tmp_path / "cli-dagster"
+    monkeypatch.setenv("FACEPIPE_DATA", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ensure_dagster_home(settings.reload())
+    assert main(["index", "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["processed"] == 5 and not report["errors"] and not report["failed_runs"]
+    assert sum(taken) == 5, "every photo's record came from its early start"
+    by_cli = ParquetStore(data / "parquet").faces(by_sensor.column_names)
+    assert by_cli.num_rows == by_sensor.num_rows == report["faces"] >= 6
+    assert by_cli.sort_by("face_id").to_pylist() == by_sensor.sort_by("face_id").to_pylist()

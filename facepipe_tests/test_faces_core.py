@@ -155,3 +155,41 @@ def test_a_warmed_pool_is_the_one_the_next_batch_extracts_with():
     assert sorted(r.image_key for r in records) == ["biden.jpg", "obama.jpg"]
     assert all(r.ok and r.face_count == 1 for r in records)
     assert batch._shared._pool is warmed, "the batch started no second pool"
+
+
+def test_photos_started_early_are_taken_by_the_batch_that_asks_for_them(tmp_path):
+    """`facepipe index` hands the first photos to the pool while Dagster loads: the run's batch takes
+    those very records, unless the file changed meanwhile or the settings differ, and what nobody
+    took is dropped."""
+    import os
+    import shutil
+
+    from facepipe.faces import batch
+
+    settings = ExtractSettings()
+    names = ["obama.jpg", "biden.jpg", "two_people.jpg"]
+    paths = [tmp_path / name for name in names]
+    for name, path in zip(names, paths, strict=True):
+        shutil.copyfile(FR / "examples" / name, path)
+    jobs = [(p.name, p) for p in paths]
+    assert batch.extract_early(jobs, settings, 2) == 3
+    early = {key: future for (key, _), (future, _, _) in batch._early._futures.items()}
+    # The file changes after it was handed over: extracted again from what it holds now.
+    shutil.copyfile(FR / "examples/obama.jpg", paths[2])
+    os.utime(paths[2], ns=(1, 1))
+    records = {r.image_key: r for r in batch.extract_many(jobs, settings, 2)}
+    assert records["obama.jpg"] is early["obama.jpg"].result()
+    assert records["biden.jpg"] is early["biden.jpg"].result()
+    assert records["two_people.jpg"].face_count == 1, "the new bytes (one face), not the old (two)"
+    stale = early["two_people.jpg"]
+    assert stale.cancelled() or records["two_people.jpg"] is not stale.result(), "not the early record"
+    assert not batch._early._futures
+
+    # Other settings, or a batch that never comes: nothing is taken, everything is dropped.
+    batch.extract_early(jobs[:2], settings, 2)
+    hog = ExtractSettings(detect=DetectSettings(detector="hog"))
+    again = list(batch.extract_many(jobs[:1], hog, 2))
+    assert again[0].detector == "hog" and not batch._early._futures.get(jobs[0])
+    users = batch._shared._users
+    batch.drop_early()
+    assert not batch._early._futures and batch._shared._users == users - 1

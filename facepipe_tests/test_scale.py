@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -97,6 +98,18 @@ def test_index_records_every_partition_in_batches_and_dagster_reads_them_back(en
     for asset in [FACES, *EXPORTS]:
         assert set(stock.get_materialized_partitions(asset)) == set(keys)
     stock.dispose()
+    # Each batch of asset events lands in the run's database and in the index database as the same rows,
+    # in event order.
+    runs = env.dagster_home / "history" / "runs"
+    for run in instance.get_runs():
+        query = (
+            "SELECT event, dagster_event_type, partition FROM event_logs WHERE run_id = ? AND dagster_event_type "
+            "IN ('ASSET_MATERIALIZATION', 'ASSET_MATERIALIZATION_PLANNED') ORDER BY id"
+        )
+        own, index = sqlite3.connect(runs / f"{run.run_id}.db"), sqlite3.connect(runs / "index.db")
+        with closing(own), closing(index):
+            rows = own.execute(query, (run.run_id,)).fetchall()
+            assert len(rows) >= 3 * 3 * 2 and rows == index.execute(query, (run.run_id,)).fetchall()
 
     # Nothing changed: nothing runs; one new photo: one run of one partition.
     assert run_index(env.library(), show_progress=False).processed == 0

@@ -47,7 +47,11 @@ import sqlalchemy as db
 from dagster._config import Field, StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import DynamicPartitionsTable, SqlEventLogStorageMetadata
+from dagster._core.storage.event_log.schema import (
+    DynamicPartitionsTable,
+    SqlEventLogStorageMetadata,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.event_log.sqlite import sqlite_event_log as stock_module
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.schema import RunStorageSqlMetadata
@@ -57,7 +61,6 @@ from dagster._core.storage.schedules.schema import ScheduleStorageSqlMetadata
 from dagster._core.storage.schedules.sqlite import sqlite_schedule_storage as stock_schedules_module
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sql import create_engine, get_alembic_config, safe_commit
-from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
@@ -90,7 +93,7 @@ _BATCHED = {
 _METHODS_RELIED_ON = (
     "_initdb",
     "conn_string_for_shard",
-    "prepare_insert_event",
+    "_event_to_row",
     "_store_asset_event_tags",
     "_store_asset_event",
     "_check_partitions_table",
@@ -311,15 +314,13 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
             for event in events:
                 self.store_event(event)
             return
-        statements = [self.prepare_insert_event(event) for event in events]
+        # One executemany per database, not a statement per event (Dagster's row, as `store_event` writes it).
+        rows = [self._event_to_row(event) for event in events]
         with self.run_connection(events[0].run_id) as conn:
-            for statement in statements:
-                conn.execute(statement)
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
         with self.index_transaction() as conn:
-            event_ids = []
-            for statement in statements:
-                with db_result(conn, statement) as result:
-                    event_ids.append(result.inserted_primary_key[0])
+            ids = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+            event_ids = [row[0] for row in conn.execute(ids, rows)]
             self._store_asset_event_tags(conn, events, event_ids)
             # The asset row keeps the last event of each kind (an overwrite): only the last one counts.
             last = {

@@ -201,6 +201,101 @@ def warm_pool(settings: ExtractSettings, workers: int | None = None) -> None:
     _shared.release(pool, shared)
 
 
+class _Early:
+    """Photos handed to the shared pool before the run that extracts them asked for them.
+
+    `facepipe index` starts the first photos this way while Dagster loads (it would otherwise only
+    wait); the run's `extract_many` then takes each photo's future instead of queuing it again. A
+    future is taken only with the same settings and while the file's size and mtime are those it had
+    when it was handed over; anything else is extracted as usual and what is never taken is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: dict[tuple[str, Path], tuple[Future, ExtractSettings, tuple[int, int]]] = {}
+        self._pool: tuple[ProcessPoolExecutor, bool] | None = None
+        self._left = 0
+        self._workers = 0
+        self.busy_until: float | None = 0.0  # perf_counter() when fewer were left than workers; 0.0: none began
+
+    def start(self, jobs: Sequence[Job], settings: ExtractSettings, workers: int) -> int:
+        self.drop()
+        paths = [(key, path, stat) for key, path in _largest_first(jobs) if (stat := _stat(path)) is not None]
+        if workers <= 1 or len(paths) < 2:
+            self.busy_until = 0.0
+            return 0
+        settings = _in_a_worker(settings)
+        pool, shared = _shared.acquire(workers)
+        with self._lock:
+            self._pool, self._workers, self._left, self.busy_until = (pool, shared), workers, len(paths), None
+        for key, path, stat in paths:
+            try:
+                future = pool.submit(extract_file, key, path, settings)
+            except BrokenProcessPool:  # left for the run to meet and report
+                break
+            future.add_done_callback(self._one_done)
+            self._futures[(key, path)] = (future, settings, stat)
+        return len(self._futures)
+
+    def _one_done(self, _future: Future) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left < self._workers and self.busy_until is None:
+                self.busy_until = time.perf_counter()
+
+    def take(self, jobs: Sequence[Job], settings: ExtractSettings) -> dict[str, Future]:
+        """The early futures of these jobs that still hold, by key (the others are dropped)."""
+        taken: dict[str, Future] = {}
+        for key, path in jobs:
+            early = self._futures.pop((key, path), None) if isinstance(path, Path) else None
+            if early is None:
+                continue
+            future, made_with, stat = early
+            if made_with == _in_a_worker(settings) and _stat(path) == stat:
+                taken[key] = future
+            else:
+                future.cancel()
+        return taken
+
+    def drop(self) -> None:
+        """Cancel what was never taken and let the pool go idle."""
+        for future, _, _ in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+        held, self._pool = self._pool, None
+        if held is not None:
+            _shared.release(*held)
+
+
+def _stat(path: Path | Exception) -> tuple[int, int] | None:
+    try:
+        info = path.stat() if isinstance(path, Path) else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_size, info.st_mtime_ns)
+
+
+_early = _Early()
+
+
+def extract_early(jobs: Sequence[Job], settings: ExtractSettings, workers: int | None = None) -> int:
+    """Start extracting these photos on the shared pool now, for a later `extract_many` of this
+    process to take (replacing any earlier ones not taken); how many were started."""
+    return _early.start(jobs, settings, workers or os.cpu_count() or 1)
+
+
+def drop_early() -> None:
+    """Forget the photos `extract_early` started that no `extract_many` took."""
+    _early.drop()
+
+
+def early_busy_until() -> float | None:
+    """When the pool stopped being busy with early photos only (`time.perf_counter()`), None while it
+    still is, 0.0 if none were started: how long their extraction hid whatever this process waited on
+    meanwhile (benchmarks/index_spans.py)."""
+    return _early.busy_until
+
+
 def extract_many(
     jobs: Sequence[Job],
     settings: ExtractSettings,
@@ -208,14 +303,16 @@ def extract_many(
 ) -> Iterator[ImageRecord]:
     """Records in completion order; a crash in one photo's extraction fails only that photo."""
     workers = workers or os.cpu_count() or 1
-    if min(workers, len(jobs)) <= 1:
+    early = _early.take(jobs, settings)
+    futures: dict[Future, str] = {future: key for key, future in early.items()}
+    jobs = [job for job in jobs if job[0] not in early] if early else jobs
+    if not futures and min(workers, len(jobs)) <= 1:
         for key, path in jobs:
             yield _safe(key, path, settings)
         return
     settings = _in_a_worker(settings)
     pool, shared = _shared.acquire(workers)  # sized by the setting, not the batch, so every batch can reuse it
     broken = False
-    futures: dict[Future, str] = {}
     try:
         for key, path in _largest_first(jobs):
             try:
