@@ -4,9 +4,12 @@
 
 "before" is `git archive REV` of this repository unpacked into a temporary folder and put first on
 PYTHONPATH; "after" is this checkout. Each run is `benchmarks/index_spans.py ... index --json` on the 17
-benchmark photos and on extract_bench's 200-photo library, in the order before, after, before, ... so
-both sides see the same machine load. Prints, per photo set, the median of each side and after/before
-ratios: wall, Dagster's share (extract_bench's definition) and its biggest parts.
+benchmark photos and on extract_bench's 200-photo library, in the order before, after, no Dagster,
+before, ... so all sides see the same machine load. "no Dagster" is `benchmarks/no_dagster_index.py`
+(this checkout): the same work and start without Dagster. Prints, per photo set, the median of each
+side and after/before ratios: wall, Dagster's share by the breakdown table (extract_bench's
+definition) and its biggest parts, and Dagster's cost by difference: after's wall less no Dagster's,
+which also counts the CPU its thread takes from the workers (the table cannot see that).
 """
 
 from __future__ import annotations
@@ -44,18 +47,23 @@ def unpack(rev: str, folder: Path) -> Path:
     return folder
 
 
-def one_run(code: Path | None, photos: Path, work: Path, label: str) -> dict:
+def one_run(code: Path | None, photos: Path, work: Path, label: str, dagster: bool = True) -> dict:
     data = work / f"data-{label}"
     env = eb.clean_env({}, photos, data)
     if code is not None:
         env["PYTHONPATH"] = str(code)
     spans_file = work / f"{label}.spans.json"
-    cmd = [sys.executable, str(Path(__file__).with_name("index_spans.py")), str(spans_file), "index", "--json"]
+    here = Path(__file__).parent
+    cmd = [sys.executable, str(here / "index_spans.py"), str(spans_file), "index", "--json"]
+    if not dagster:
+        cmd = [sys.executable, str(here / "no_dagster_index.py")]
     wall, cpu, other, _peak, exit_code = eb.measure(cmd, env, work / f"{label}.log")
     if exit_code != 0:
         raise SystemExit(f"{label} failed ({exit_code}):\n{(work / f'{label}.log').read_text()[-3000:]}")
-    dagster = json.loads(spans_file.read_text())["dagster"]
-    return {"wall": wall, "cpu": cpu, "other": other, "dagster": sum(dagster.values()), **dagster}
+    if not dagster:
+        return {"wall": wall, "cpu": cpu, "other": other, "dagster": 0.0}
+    spans = json.loads(spans_file.read_text())["dagster"]
+    return {"wall": wall, "cpu": cpu, "other": other, "dagster": sum(spans.values()), **spans}
 
 
 def main() -> int:
@@ -72,10 +80,10 @@ def main() -> int:
     for name in args.sets.split(","):
         images = work / f"images-{name}"
         bench.photo_set(name)
-        results[name] = {"before": [], "after": []}
+        results[name] = {"before": [], "after": [], "none": []}
         for i in range(args.repeat):
-            for side, code in (("before", base), ("after", None)):
-                run = one_run(code, images, work, f"{name}-{side}-{i}")
+            for side, code in (("before", base), ("after", None), ("none", None)):
+                run = one_run(code, images, work, f"{name}-{side}-{i}", dagster=side != "none")
                 results[name][side].append(run)
                 print(
                     f"{name} {side} #{i}: wall {run['wall']:.2f} s, Dagster {run['dagster']:.2f} s "
@@ -103,6 +111,14 @@ def main() -> int:
             f"{share('after') / share('before'):.2f} |"
         )
         print(f"| {name} | other load (cores) | {median('before', 'other'):.2f} | {median('after', 'other'):.2f} | |")
+        none_wall, none_cpu = median("none", "wall"), median("none", "cpu")
+        print(f"| {name} | no Dagster: wall s, CPU s | | {none_wall:.2f}, {none_cpu:.2f} | |")
+        for side in ("before", "after"):
+            cost = median(side, "wall") - none_wall
+            print(
+                f"| {name} | Dagster by difference, {side}: wall s (share), CPU s | | {cost:.2f} "
+                f"({cost / median(side, 'wall'):.1%}), {median(side, 'cpu') - none_cpu:.2f} | |"
+            )
     return 0
 
 

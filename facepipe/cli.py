@@ -64,7 +64,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     settings_module.export_dagster_home(library.settings)  # here: no thread writes the environment later
     first = warmup.first_photos(library, diff)  # extracted while Dagster loads
     try:
-        with warmup.started(library, first, partial(_open_dagster, library.settings)) as instance:
+        with warmup.started(library, first, partial(_load_dagster, library)) as loaded:
             from facepipe.defs.indexer import run_index  # imported by now, on the Dagster thread
 
             report = run_index(
@@ -73,7 +73,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                 repair=args.repair,
                 confirm_deletions=args.confirm_deletions,
                 diff=diff,
-                instance=instance,
+                loaded=loaded,
             )
     except sync.DeletionsHeld as exc:
         print(f"facepipe: {exc}", file=sys.stderr)
@@ -92,11 +92,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report.failed_runs or report.people.get("error") else 0
 
 
-def _open_dagster(settings: settings_module.Settings):
-    """Import Dagster and open the instance `facepipe index` runs against (on a thread of its own)."""
-    from facepipe.defs.indexer import open_instance
+def _load_dagster(library: Library):
+    """Import Dagster, open the instance `facepipe index` runs against and resolve its job (on a thread
+    of its own)."""
+    from facepipe.defs.indexer import load
 
-    return open_instance(settings)
+    return load(library)
 
 
 def _up_to_date(library: Library, diff: SyncPlan) -> bool:

@@ -7,8 +7,10 @@ The sync itself is the sensor's (facepipe.sync); only applying its partition cha
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -75,11 +77,46 @@ def drop_forgotten_partitions(library: Library, instance: dg.DagsterInstance) ->
         drop_partitions(instance, sorted(gone), partition_assets())
 
 
+RUN_MODULES = (
+    "dagster._core.execution.execute_in_process",
+    "dagster._core.execution.plan.active",
+    "dagster._core.executor.in_process",
+    "dagster._core.instance.runs.run_domain",
+    "dagster._core.storage.local_compute_log_manager",
+    "dagster._core.system_config.composite_descent",
+    "facepipe.people.library",
+)
+"""What the first run of a process imports (measured: the in-process executor, run creation, log
+capture, the people asset's clustering), loaded with the instance instead."""
+
+
 def open_instance(settings: Settings) -> dg.DagsterInstance:
     """The Dagster home made or brought up to date, and its instance (which imports Dagster's storage:
-    most of the cost). Safe on a thread of its own once `export_dagster_home` ran on the main one."""
+    most of the cost), with what the first run imports. Safe on a thread of its own once
+    `export_dagster_home` ran on the main one: `facepipe index` opens it while the workers extract."""
     ensure_dagster_home(settings)
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    for name in RUN_MODULES:
+        with suppress(ImportError):  # a module Dagster moved is only imported by the run itself
+            importlib.import_module(name)
+    return instance
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What an index needs of Dagster, made in one go: `facepipe index` makes it on a thread of its own
+    while the workers extract the first photos."""
+
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    job: dg.JobDefinition
+
+
+def load(library: Library) -> Loaded:
+    """The instance (`open_instance`), the library's Definitions and its index job, resolved."""
+    instance = open_instance(library.settings)
+    defs = build_definitions(library)
+    return Loaded(instance, defs, defs.resolve_job_def(INDEX_JOB))
 
 
 def run_index(
@@ -88,13 +125,14 @@ def run_index(
     repair: bool = False,
     confirm_deletions: bool = False,
     diff: SyncPlan | None = None,
-    instance: dg.DagsterInstance | None = None,
+    loaded: Loaded | None = None,
 ) -> IndexReport:
     """Everything `facepipe index` does after the no-Dagster fast path found work (raises LibraryError).
 
-    `instance`: one `open_instance` made already (the CLI opens it while the workers start)."""
+    `loaded`: Dagster loaded already for this library (the CLI loads it while the workers start)."""
     started = time.perf_counter()
-    instance = instance or open_instance(library.settings)
+    loaded = loaded or load(library)
+    instance = loaded.instance
     library.parquet.sweep_temp_files()
     outcome = sync.plan(
         library, instance.get_dynamic_partitions(images_partitions.name), confirmed=confirm_deletions, diff=diff
@@ -116,7 +154,6 @@ def run_index(
     batches = sync.commit(library, outcome, pending=True)
     report.images = len(library.manifest.keys())
     pending = sum(len(b) for b in batches)
-    defs = build_definitions(library)
     bar = tqdm(total=pending, unit="photo", disable=not show_progress or not pending, dynamic_ncols=True)
     if pending and show_progress:
         from facepipe.faces.models import dlib_build
@@ -137,10 +174,9 @@ def run_index(
     remove_hook = indexing.add_progress_hook(progress)
     try:
         with embedded_postgres_held(library, bool(batches)):
-            job = defs.resolve_job_def(INDEX_JOB)
             for planned in batches:
                 for batch in live_batches(library, instance, planned):
-                    result = job.execute_in_process(
+                    result = loaded.job.execute_in_process(
                         instance=instance, raise_on_error=False, run_config=QUIET_CONSOLE, **run_target(batch)
                     )
                     if not result.success:
@@ -148,7 +184,7 @@ def run_index(
             drop_forgotten_partitions(library, instance)
             # Deleted photos (no run) and runs that failed before people: one more clustering pass.
             if library.people.is_stale():
-                result = refresh_people(defs, instance)
+                result = refresh_people(loaded.defs, instance)
                 if not result.success:
                     report.people["error"] = f"clustering people failed (run {result.run_id}): {failure(result)}"
     finally:
