@@ -15,7 +15,8 @@ only how it writes:
   so no checkpoint per event;
 * `PRAGMA synchronous=NORMAL` on its connections: in WAL mode a commit no longer waits for fsync;
   a crash of the process loses nothing, a power cut may lose the last few events, never corrupts;
-* `store_event_batch` writes a batch of asset events of one run in one transaction per database.
+* `store_event_batch` writes a batch of asset events of one run in one transaction and one
+  `executemany` per database (a statement per event cost 0.4 ms more each: 0.5 s on a 200-photo run).
   Dagster hands events over in batches (a run's planned events, a step's materializations) only
   when `DAGSTER_EVENT_BATCH_SIZE` is set, so loading this storage sets it (unless already set);
 * a new run's database is created with the head revision worked out once per process: Dagster's
