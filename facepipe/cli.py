@@ -78,6 +78,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     except sync.DeletionsHeld as exc:
         print(f"facepipe: {exc}", file=sys.stderr)
         return 1
+    report.seconds = time.perf_counter() - started  # the command's, not only the runs' (Dagster loads first)
     if args.json:
         doc = {**report.__dict__, "errors": [{"image_key": k, "reason": r} for k, r in report.errors]}
         print(json.dumps(doc))

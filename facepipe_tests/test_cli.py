@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import time
 
 import dagster as dg
 import pytest
@@ -41,6 +43,25 @@ def test_index_then_nothing_to_do(env, capsys):
     assert (second["processed"], second["new"], second["changed"]) == (0, 0, 0)
     assert main(["index", "--quiet"]) == 0
     assert "Nothing to do: 2 images unchanged" in capsys.readouterr().out
+
+
+def test_the_time_index_reports_is_the_commands(env):
+    """With two workers the photos are extracted while Dagster loads, before the runs: the seconds
+    `facepipe index` reports cover the whole command, not only its runs."""
+    for photo in sorted((KNN / "train").glob("*/*.jp*g"))[:4]:
+        env.add(photo, f"{photo.parent.name}/{photo.name}")
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "facepipe.cli", "index", "--json", "--quiet"],
+        env={**os.environ, "FACEPIPE_WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = time.perf_counter() - began
+    report = json.loads(done.stdout)
+    assert report["processed"] == 4 and not report["errors"]
+    assert 0.5 * wall <= report["seconds"] <= wall, (report["seconds"], wall)
 
 
 def test_index_takes_a_folder_argument_and_reports_bad_files(env, capsys, tmp_path):
