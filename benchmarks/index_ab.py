@@ -60,11 +60,21 @@ def one_run(code: Path | None, photos: Path, work: Path, label: str, dagster: bo
     wall, cpu, other, _peak, exit_code = eb.measure(cmd, env, work / f"{label}.log")
     if exit_code != 0:
         raise SystemExit(f"{label} failed ({exit_code}):\n{(work / f'{label}.log').read_text()[-3000:]}")
+    lines = [line for line in (work / f"{label}.log").read_text().splitlines() if line.startswith("{")]
+    faces = json.loads(lines[-1])["faces"]  # both commands end with a JSON line; the sides must agree
     if not dagster:
-        return {"wall": wall, "cpu": cpu, "other": other, "dagster": 0.0}
+        return {"wall": wall, "cpu": cpu, "other": other, "dagster": 0.0, "faces": faces}
     doc = json.loads(spans_file.read_text())
     spans, overlap = doc["dagster"], sum(doc.get("overlap", {}).values())
-    return {"wall": wall, "cpu": cpu, "other": other, "dagster": sum(spans.values()), "overlap": overlap, **spans}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "other": other,
+        "dagster": sum(spans.values()),
+        "overlap": overlap,
+        "faces": faces,
+        **spans,
+    }
 
 
 def main() -> int:
@@ -86,6 +96,8 @@ def main() -> int:
             for side, code in (("before", base), ("after", None), ("none", None)):
                 run = one_run(code, images, work, f"{name}-{side}-{i}", dagster=side != "none")
                 results[name][side].append(run)
+                if run["faces"] != results[name]["before"][-1]["faces"]:
+                    raise SystemExit(f"{name} {side} #{i} found {run['faces']} faces, before found another number")
                 print(
                     f"{name} {side} #{i}: wall {run['wall']:.2f} s, Dagster {run['dagster']:.2f} s "
                     f"({run['dagster'] / run['wall']:.1%}), home {run.get(PARTS[1], 0):.2f} s, "

@@ -3,8 +3,8 @@
     python benchmarks/index_spans.py OUT.json index --json
 
 Runs `facepipe.cli.main(argv)` in this process after wrapping, by attribute, the functions that do
-facepipe's work (extraction and Parquet, exports, people, compaction, folder sync, store clients,
-the embedded Postgres) and the Dagster entry points (the first import of `facepipe.defs.indexer`,
+facepipe's work (extraction and Parquet, exports, people, compaction, folder sync, healing,
+store clients, the embedded Postgres) and the Dagster entry points (the first import of `facepipe.defs.indexer`,
 which pulls in Dagster, and `JobDefinition.execute_in_process`). Each span's time counts once: a
 facepipe span inside another facepipe span is recorded under `nested` only, and facepipe work inside
 a Dagster run is taken off the run. What is left of a run is Dagster's (run record, planned events,
