@@ -81,8 +81,9 @@ def first_photos(library: Library, diff: SyncPlan) -> list[str]:
     new, changed or never indexed with these settings, in key order, at most a run's worth. A guess
     that misses only costs their early start (`faces.batch.extract_early`)."""
     todo = set(diff.to_run) | set(library.manifest.pending(library.settings.extract.model_version))
-    todo -= library.manifest.forgotten_among(todo)
-    return sorted(todo)[: library.settings.batch]
+    first = sorted(todo)[: library.settings.batch]  # tombstones looked up for these only (100k keys: 200 queries)
+    gone = library.manifest.forgotten_among(first)
+    return [key for key in first if key not in gone]
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import pytest
 from facepipe import indexing
 from facepipe.cli import main
 from facepipe.defs.partitions import images_partitions
+from facepipe.faces import batch
 from facepipe_tests.conftest import FR, KNN
 
 
@@ -39,7 +40,7 @@ def index_train(env, capsys) -> None:
     run(capsys, "index", "--quiet")
 
 
-def test_forget_a_photo_everywhere_and_keep_it_out(env, capsys):
+def test_forget_a_photo_everywhere_and_keep_it_out(env, capsys, monkeypatch):
     index_train(env, capsys)
     key = "obama/obama2.jpg"
     assert key in {m["image_key"] for m in search(capsys, KNN / "test/obama1.jpg")}
@@ -59,6 +60,14 @@ def test_forget_a_photo_everywhere_and_keep_it_out(env, capsys):
     # The file is still in the folder: the next index (and sensor) leaves it alone ...
     assert json.loads(run(capsys, "index", "--json", "--quiet"))["new"] == 0
     assert key not in {m["image_key"] for m in search(capsys, KNN / "test/obama1.jpg")}
+    # Not even read by an index that extracts every photo again (new settings), early start included.
+    started: list[str] = []
+    real = batch.extract_early
+    monkeypatch.setattr(batch, "extract_early", lambda jobs, *a: started.extend(k for k, _ in jobs) or real(jobs, *a))
+    monkeypatch.setenv("FACEPIPE_WORKERS", "2")
+    monkeypatch.setenv("FACEPIPE_MIN_FACE", "48")
+    assert json.loads(run(capsys, "index", "--json", "--quiet"))["processed"] == 8
+    assert len(started) == 8 and key not in started
     # ... until the user asks for it back.
     run(capsys, "forget", "--undo", key)
     assert json.loads(run(capsys, "index", "--json", "--quiet"))["new"] == 1
