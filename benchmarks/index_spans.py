@@ -25,6 +25,7 @@ import atexit
 import builtins
 import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -123,6 +124,10 @@ def install() -> None:
         pass
     else:
         warmup.wait = _wait_for_dagster(warmup.wait)
+        from facepipe.faces import batch
+
+        if hasattr(batch, "extract_early"):  # older revisions start no photos early
+            batch.extract_early = _track_early(batch.extract_early)
     original_import = builtins.__import__
 
     def timed_import(name, *args, **kwargs):
@@ -145,14 +150,40 @@ WAIT = "waiting for Dagster to load (import, home, instance) beside the warm-up"
 EARLY = "of which the workers were extracting the first photos (extract_early)"
 
 
+_early_busy_until: list[float | None] = [0.0]
+"""perf_counter() when fewer photos started early were left than workers; None while not; 0.0: none began."""
+
+
+def _track_early(fn):
+    """`faces.batch.extract_early`, noting when its photos stopped keeping every worker busy."""
+
+    @functools.wraps(fn)
+    def wrapper(jobs, settings, workers=None):
+        count = fn(jobs, settings, workers)
+        from facepipe.faces import batch
+
+        futures = [future for future, _, _ in batch._early._futures.values()]
+        _early_busy_until[0] = None if futures else 0.0
+        left, lock, busy = [len(futures)], threading.Lock(), workers or os.cpu_count() or 1
+
+        def one_done(_future) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0] < busy and _early_busy_until[0] is None:
+                    _early_busy_until[0] = time.perf_counter()
+
+        for future in futures:
+            future.add_done_callback(one_done)
+        return count
+
+    return wrapper
+
+
 def _wait_for_dagster(fn):
     """The main thread's wait for the Dagster thread, all of it Dagster's. How much of it every worker
     was still extracting photos the run takes next (facepipe.faces.batch.extract_early) is recorded
     under `overlap`, not taken off: on 2 cores the Dagster thread takes its CPU from those workers, so
     the wait is what Dagster costs there (index_ab.py's no-Dagster runs measure that by difference)."""
-    from facepipe.faces import batch
-
-    busy_until = getattr(batch, "early_busy_until", lambda: 0.0)  # older revisions start nothing early
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -161,7 +192,7 @@ def _wait_for_dagster(fn):
             return fn(*args, **kwargs)
         finally:
             ended = time.perf_counter()
-            busy = busy_until()
+            busy = _early_busy_until[0]
             dagster[WAIT] = dagster.get(WAIT, 0.0) + ended - started
             overlap[EARLY] = (ended if busy is None else min(max(busy, started), ended)) - started
 

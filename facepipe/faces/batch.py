@@ -211,47 +211,36 @@ class _Early:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._futures: dict[tuple[str, Path], tuple[Future, ExtractSettings, tuple[int, int]]] = {}
         self._pool: tuple[ProcessPoolExecutor, bool] | None = None
-        self._left = 0
-        self._workers = 0
-        self.busy_until: float | None = 0.0  # perf_counter() when fewer were left than workers; 0.0: none began
 
     def start(self, jobs: Sequence[Job], settings: ExtractSettings, workers: int) -> int:
         self.drop()
         paths = [(key, path, stat) for key, path in _largest_first(jobs) if (stat := _stat(path)) is not None]
         if workers <= 1 or len(paths) < 2:
-            self.busy_until = 0.0
             return 0
         settings = _in_a_worker(settings)
-        pool, shared = _shared.acquire(workers)
-        with self._lock:
-            self._pool, self._workers, self._left, self.busy_until = (pool, shared), workers, len(paths), None
+        self._pool = _shared.acquire(workers)
         for key, path, stat in paths:
             try:
-                future = pool.submit(extract_file, key, path, settings)
+                future = self._pool[0].submit(extract_file, key, path, settings)
             except BrokenProcessPool:  # left for the run to meet and report
                 break
-            future.add_done_callback(self._one_done)
             self._futures[(key, path)] = (future, settings, stat)
         return len(self._futures)
-
-    def _one_done(self, _future: Future) -> None:
-        with self._lock:
-            self._left -= 1
-            if self._left < self._workers and self.busy_until is None:
-                self.busy_until = time.perf_counter()
 
     def take(self, jobs: Sequence[Job], settings: ExtractSettings) -> dict[str, Future]:
         """The early futures of these jobs that still hold, by key (the others are dropped)."""
         taken: dict[str, Future] = {}
+        if not self._futures:
+            return taken
+        wanted = _in_a_worker(settings)
         for key, path in jobs:
             early = self._futures.pop((key, path), None) if isinstance(path, Path) else None
             if early is None:
                 continue
             future, made_with, stat = early
-            if made_with == _in_a_worker(settings) and _stat(path) == stat:
+            if made_with == wanted and _stat(path) == stat:
                 taken[key] = future
             else:
                 future.cancel()
@@ -289,13 +278,6 @@ def drop_early() -> None:
     _early.drop()
 
 
-def early_busy_until() -> float | None:
-    """When the pool stopped being busy with early photos only (`time.perf_counter()`), None while it
-    still is, 0.0 if none were started: how long their extraction hid whatever this process waited on
-    meanwhile (benchmarks/index_spans.py)."""
-    return _early.busy_until
-
-
 def extract_many(
     jobs: Sequence[Job],
     settings: ExtractSettings,
@@ -306,7 +288,7 @@ def extract_many(
     early = _early.take(jobs, settings)
     futures: dict[Future, str] = {future: key for key, future in early.items()}
     jobs = [job for job in jobs if job[0] not in early] if early else jobs
-    if not futures and min(workers, len(jobs)) <= 1:
+    if not early and min(workers, len(jobs)) <= 1:
         for key, path in jobs:
             yield _safe(key, path, settings)
         return
