@@ -6,7 +6,10 @@
 PYTHONPATH; "after" is this checkout. Each run is `benchmarks/index_spans.py ... index --json` on the 17
 benchmark photos and on extract_bench's 200-photo library, in the order before, after, no Dagster,
 before, ... so all sides see the same machine load. "no Dagster" is `benchmarks/no_dagster_index.py`
-(this checkout): the same work and start without Dagster. Prints, per photo set, the median of each
+(this checkout): the same work and start without Dagster. "floor" is `benchmarks/dagster_floor.py`:
+Dagster imported and the library's instance and job loaded in an idle process, no run; its CPU
+divided by the cores is the least any index with work pays for Dagster when the workers keep every
+core busy. Prints, per photo set, the median of each
 side and after/before ratios: wall, Dagster's share by the breakdown table (extract_bench's
 definition) and its biggest parts, and Dagster's cost by difference: after's wall less no Dagster's,
 which also counts the CPU its thread takes from the workers (the table cannot see that).
@@ -47,7 +50,11 @@ def unpack(rev: str, folder: Path) -> Path:
     return folder
 
 
-def one_run(code: Path | None, photos: Path, work: Path, label: str, dagster: bool = True) -> dict:
+SCRIPTS = {"none": "no_dagster_index.py", "floor": "dagster_floor.py"}
+"""The sides that are a script of this checkout rather than `facepipe index`."""
+
+
+def one_run(code: Path | None, photos: Path, work: Path, label: str, side: str) -> dict:
     data = work / f"data-{label}"
     env = eb.clean_env({}, photos, data)
     if code is not None:
@@ -55,14 +62,17 @@ def one_run(code: Path | None, photos: Path, work: Path, label: str, dagster: bo
     spans_file = work / f"{label}.spans.json"
     here = Path(__file__).parent
     cmd = [sys.executable, str(here / "index_spans.py"), str(spans_file), "index", "--json"]
-    if not dagster:
-        cmd = [sys.executable, str(here / "no_dagster_index.py")]
+    if side in SCRIPTS:
+        cmd = [sys.executable, str(here / SCRIPTS[side])]
     wall, cpu, other, _peak, exit_code = eb.measure(cmd, env, work / f"{label}.log")
     if exit_code != 0:
         raise SystemExit(f"{label} failed ({exit_code}):\n{(work / f'{label}.log').read_text()[-3000:]}")
     lines = [line for line in (work / f"{label}.log").read_text().splitlines() if line.startswith("{")]
-    faces = json.loads(lines[-1])["faces"]  # both commands end with a JSON line; the sides must agree
-    if not dagster:
+    last = json.loads(lines[-1])  # every side ends with a JSON line
+    if side == "floor":
+        return {"wall": wall, "cpu": cpu, "other": other, "dagster": 0.0, "load_cpu": last["cpu"], "faces": None}
+    faces = last["faces"]  # the sides that index must agree
+    if side == "none":
         return {"wall": wall, "cpu": cpu, "other": other, "dagster": 0.0, "faces": faces}
     doc = json.loads(spans_file.read_text())
     spans, overlap = doc["dagster"], sum(doc.get("overlap", {}).values())
@@ -91,12 +101,12 @@ def main() -> int:
     for name in args.sets.split(","):
         images = work / f"images-{name}"
         bench.photo_set(name)
-        results[name] = {"before": [], "after": [], "none": []}
+        results[name] = {"before": [], "after": [], "none": [], "floor": []}
         for i in range(args.repeat):
-            for side, code in (("before", base), ("after", None), ("none", None)):
-                run = one_run(code, images, work, f"{name}-{side}-{i}", dagster=side != "none")
+            for side, code in (("before", base), ("after", None), ("none", None), ("floor", None)):
+                run = one_run(code, images, work, f"{name}-{side}-{i}", side)
                 results[name][side].append(run)
-                if run["faces"] != results[name]["before"][-1]["faces"]:
+                if side != "floor" and run["faces"] != results[name]["before"][-1]["faces"]:
                     raise SystemExit(f"{name} {side} #{i} found {run['faces']} faces, before found another number")
                 print(
                     f"{name} {side} #{i}: wall {run['wall']:.2f} s, Dagster {run['dagster']:.2f} s "
@@ -133,6 +143,13 @@ def main() -> int:
                 f"| {name} | Dagster by difference, {side}: wall s (share), CPU s | | {cost:.2f} "
                 f"({cost / median(side, 'wall'):.1%}), {median(side, 'cpu') - none_cpu:.2f} | |"
             )
+        load_cpu, after_wall = median("floor", "load_cpu"), median("after", "wall")
+        floor = load_cpu / (os.cpu_count() or 1)
+        print(f"| {name} | floor: Dagster imported and loaded, no run: CPU s | | {load_cpu:.2f} | |")
+        print(
+            f"| {name} | floor over {os.cpu_count()} busy cores: wall s (share of after's wall) | | "
+            f"{floor:.2f} ({floor / after_wall:.1%}) | |"
+        )
     return 0
 
 
